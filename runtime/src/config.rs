@@ -1,0 +1,255 @@
+//! berthd's configuration. `Config::default()` is the documented default; a TOML file
+//! (`/etc/berth/config.toml`), then drop-ins (`/etc/berth/config.d/*.toml`, in name order), then
+//! command-line flags and `BERTH_*` variables are layered on top, and `validate` checks the result.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data: images, layers, metadata.
+    pub root: PathBuf,
+    /// Runtime state that does not survive a reboot: sockets, mounts.
+    pub state: PathBuf,
+    /// The CRI socket.
+    pub socket: PathBuf,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as `berth=debug`.
+    pub log_level: String,
+    /// `cgroupfs` or `systemd`, reported to kubelet in RuntimeConfig; must match kubelet's `cgroupDriver`.
+    pub cgroup_driver: CgroupDriver,
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// Image registries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Directory of containerd-style `<host>/hosts.toml` files (mirrors, TLS, headers). A missing
+    /// directory means no mirrors: each registry is reached directly.
+    pub config_path: PathBuf,
+    /// Layers downloaded at once for one pull.
+    pub max_concurrent_downloads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/berth".into(),
+            state: "/run/berth".into(),
+            socket: "/run/berth/berth.sock".into(),
+            log_level: "info".into(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: "/etc/berth/certs.d".into(),
+            max_concurrent_downloads: 3,
+        }
+    }
+}
+
+/// A configuration problem, naming the file or field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parse {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` and its drop-in directory (`<stem>.d/` beside it, e.g. `/etc/berth/config.d`).
+    /// A missing file is not an error when `required` is false: the defaults apply.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let mut merged = toml::Table::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => merge(&mut merged, parse_table(path, &text)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        let dropin = path.with_extension("d");
+        if let Ok(rd) = std::fs::read_dir(&dropin) {
+            let mut files: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+                    path: f.clone(),
+                    source,
+                })?;
+                merge(&mut merged, parse_table(&f, &text)?);
+            }
+        }
+        Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Parses one TOML document on top of the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<string>"),
+            detail: e.to_string(),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, p) in [("root", &self.root), ("state", &self.state), ("socket", &self.socket)] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be an absolute path, got {}",
+                    p.display()
+                )));
+            }
+        }
+        if self.registry.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid(
+                "registry.max_concurrent_downloads must be at least 1".into(),
+            ));
+        }
+        if self.log_level.trim().is_empty() {
+            return Err(ConfigError::Invalid("log_level must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The default configuration as a commented TOML file, for `berthd config`.
+    pub fn commented_default() -> String {
+        let d = Config::default();
+        format!(
+            r#"# berthd configuration. Every setting is shown with its default; delete what you do not change.
+# Drop-in files in config.d/ beside this file are applied on top, in name order.
+# Command-line flags (--root, --state, --socket, --log-level) and BERTH_* variables override both.
+
+# Persistent data: images, unpacked layers, metadata.
+root = {root:?}
+# Runtime state that does not survive a reboot.
+state = {state:?}
+# The CRI socket kubelet and crictl connect to (created 0600, root only).
+socket = {socket:?}
+# error, warn, info, debug, trace, or a tracing filter such as "berth_image=debug,info".
+log_level = {log:?}
+# cgroupfs or systemd; must match kubelet's cgroupDriver.
+cgroup_driver = "cgroupfs"
+
+[registry]
+# Directory of containerd-style hosts.toml files: <dir>/<registry host>/hosts.toml (or
+# <dir>/_default/hosts.toml) with server, [host."<mirror url>"] capabilities, skip_verify, ca, header.
+# Mirrors are tried in file order, then the upstream. An existing /etc/containerd/certs.d works as is.
+config_path = {cp:?}
+# Layers downloaded at once for one pull.
+max_concurrent_downloads = {mcd}
+"#,
+            root = d.root.display().to_string(),
+            state = d.state.display().to_string(),
+            socket = d.socket.display().to_string(),
+            log = d.log_level,
+            cp = d.registry.config_path.display().to_string(),
+            mcd = d.registry.max_concurrent_downloads,
+        )
+    }
+}
+
+fn parse_table(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// Merges `over` into `base`: tables recursively, everything else replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commented_default_is_the_default() {
+        assert_eq!(
+            Config::from_toml(&Config::commented_default()).unwrap(),
+            Config::default()
+        );
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn empty_file_is_default_and_unknown_keys_are_refused() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        assert!(Config::from_toml("roots = \"/x\"").is_err());
+        assert!(Config::from_toml("[registry]\nmirrors = 1").is_err());
+        assert!(Config::from_toml("cgroup_driver = \"cgroups\"").is_err());
+    }
+
+    #[test]
+    fn dropins_layer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(&main, "root = \"/a\"\n[registry]\nmax_concurrent_downloads = 5\n").unwrap();
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        std::fs::write(dir.path().join("config.d/10-x.toml"), "root = \"/b\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("config.d/20-y.toml"),
+            "[registry]\nconfig_path = \"/c\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&main, true).unwrap();
+        assert_eq!(c.root, PathBuf::from("/b"));
+        assert_eq!(c.registry.config_path, PathBuf::from("/c"));
+        assert_eq!(
+            c.registry.max_concurrent_downloads, 5,
+            "drop-ins merge tables, not replace them"
+        );
+        assert!(Config::load(&dir.path().join("missing.toml"), true).is_err());
+        assert_eq!(
+            Config::load(&dir.path().join("missing.toml"), false).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let mut c = Config::default();
+        c.root = "relative".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.registry.max_concurrent_downloads = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! berthd, the berth CRI daemon, as a library: configuration, the CRI core and the gRPC server.
+//! The binary (`main.rs`) only parses flags, sets up logging and signals, and calls [`run`].
+
+pub mod cli;
+pub mod config;
+pub mod cri;
+pub mod error;
+pub mod server;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+pub use cri::Cri;
+
+/// Opens the stores, binds the socket and serves until `shutdown` completes; removes the socket after.
+pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    for dir in [&config.root, &config.state] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let socket = config.socket.clone();
+    let cri = tokio::task::spawn_blocking(move || Cri::open(config))
+        .await
+        .context("open stores")?
+        .context("open stores")?;
+    let listener = server::bind(&socket)
+        .await
+        .with_context(|| format!("bind {}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving CRI");
+    let res = server::serve(listener, Arc::new(cri), shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    res.context("serve CRI")?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The gRPC edge: tonic adapters that unwrap requests, call the [`Cri`] core, and map errors
+//! (through `status.rs`, the only place that does). Each request gets an id and a span; mutating
+//! RPCs log at info, reads at debug.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_proto::cri::image_service_server::ImageServiceServer;
+use berth_proto::cri::runtime_service_server::RuntimeServiceServer;
+use berth_proto::tonic;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::cri::Cri;
+
+mod image;
+mod runtime;
+pub mod status;
+
+static REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_request_id() -> u64 {
+    REQUEST_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Serves the CRI on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: UnixListener,
+    cri: Arc<Cri>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(runtime::RuntimeAdapter(cri.clone())).max_decoding_message_size(16 << 20),
+        )
+        .add_service(ImageServiceServer::new(image::ImageAdapter(cri)).max_decoding_message_size(16 << 20))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Binds the CRI socket: creates its directory, replaces a stale socket file (one nobody answers
+/// on), refuses to steal a live one, and makes it 0600.
+pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running daemon", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    // Create the socket with no group/other bits from the start, then make sure of 0600.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let l = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Runs one RPC inside a span with a request id; logs its end and maps its error.
+macro_rules! rpc {
+    ($name:literal, $level:ident, $body:expr) => {{
+        let id = $crate::server::next_request_id();
+        let span = tracing::span!(tracing::Level::$level, "cri", rpc = $name, id);
+        let started = std::time::Instant::now();
+        let res: $crate::error::Result<_> = tracing::Instrument::instrument(async { $body }, span.clone()).await;
+        let _e = span.enter();
+        match res {
+            Ok(v) => {
+                tracing::event!(tracing::Level::$level, elapsed_us = started.elapsed().as_micros() as u64, "ok");
+                Ok(tonic::Response::new(v))
+            }
+            Err(e) => {
+                let status = tonic::Status::from(e);
+                tracing::warn!(code = ?status.code(), message = status.message(), "failed");
+                Err(status)
+            }
+        }
+    }};
+}
+pub(crate) use rpc;

@@ -1,0 +1,92 @@
+//! `runtime.v1.RuntimeService` → [`Cri`]. RPCs berth does not implement yet answer `Unimplemented`
+//! with the RPC's name.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_proto::cri::runtime_service_server::RuntimeService;
+use berth_proto::cri::*;
+use berth_proto::tonic::{self, Request, Response, Status};
+
+use super::rpc;
+use crate::cri::Cri;
+use crate::error::Error;
+
+#[derive(Debug)]
+pub struct RuntimeAdapter(pub Arc<Cri>);
+
+/// RPCs that later work fills in: each answers `Unimplemented`, naming itself. (Written out in the
+/// shape `async_trait` gives the trait's methods, since it cannot see inside a macro.)
+macro_rules! unimplemented_rpcs {
+    ($($method:ident($req:ty) -> $resp:ty = $name:literal;)*) => {$(
+        fn $method<'life0, 'async_trait>(
+            &'life0 self,
+            _req: Request<$req>,
+        ) -> Pin<Box<dyn Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move { rpc!($name, INFO, Err::<$resp, _>(Error::Unimplemented($name))) })
+        }
+    )*};
+}
+
+type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeAdapter {
+    type GetContainerEventsStream = EventStream;
+
+    async fn version(&self, req: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        rpc!("Version", DEBUG, Ok(self.0.version(req.into_inner())))
+    }
+
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        rpc!("Status", DEBUG, Ok(self.0.status(req.into_inner())))
+    }
+
+    async fn runtime_config(
+        &self,
+        req: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        rpc!("RuntimeConfig", DEBUG, Ok(self.0.runtime_config(req.into_inner())))
+    }
+
+    async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> Result<Response<EventStream>, Status> {
+        rpc!(
+            "GetContainerEvents",
+            INFO,
+            Err::<EventStream, _>(Error::Unimplemented("GetContainerEvents"))
+        )
+    }
+
+    unimplemented_rpcs! {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
+        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
+        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
+        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
+        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
+        exec(ExecRequest) -> ExecResponse = "Exec";
+        attach(AttachRequest) -> AttachResponse = "Attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
+        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+    }
+}

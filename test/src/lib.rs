@@ -1,0 +1,180 @@
+//! berth's test harness: a berthd started in-process on temporary directories and socket, CRI
+//! clients for it, the local test registry, and the `require_root!` guard.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use berth_proto::cri::image_service_client::ImageServiceClient;
+use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+use berth_proto::tonic::transport::{Channel, Endpoint, Uri};
+use berth_runtime::config::Config;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+pub mod registry;
+
+/// Fails the test when not root, unless `BERTH_SKIP_ROOT_TESTS=1` asks to skip, in which case it says so.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !nix::unistd::Uid::effective().is_root() {
+            if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+                eprintln!(
+                    "SKIPPED {}: needs root (mounts, mknod, chown); BERTH_SKIP_ROOT_TESTS=1 was set",
+                    module_path!()
+                );
+                return;
+            }
+            panic!(
+                "this test needs root (mounts, mknod, chown); run as root or set BERTH_SKIP_ROOT_TESTS=1 to skip it"
+            );
+        }
+    };
+}
+
+/// Where test daemons keep their data: on a real disk (overlayfs needs xattrs and whiteouts).
+pub fn scratch_base() -> PathBuf {
+    let p = std::env::var_os("BERTH_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/berth-test"));
+    std::fs::create_dir_all(&p).expect("create test scratch dir");
+    p
+}
+
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A berthd running inside the test process.
+#[derive(Debug)]
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Daemon {
+    /// A daemon with default settings on fresh temporary directories.
+    pub async fn start() -> anyhow::Result<Daemon> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), letting the test adjust the configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Daemon> {
+        init_logging();
+        let dir = tempfile::Builder::new().prefix("daemon-").tempdir_in(scratch_base())?;
+        let mut config = Config {
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            socket: dir.path().join("state/berth.sock"),
+            ..Config::default()
+        };
+        config.registry.config_path = dir.path().join("certs.d");
+        adjust(&mut config);
+        let mut d = Daemon {
+            dir,
+            config,
+            stop: None,
+            task: None,
+        };
+        d.spawn().await?;
+        Ok(d)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let config = self.config.clone();
+        let task = tokio::spawn(berth_runtime::run(config, async {
+            let _ = rx.await;
+        }));
+        self.stop = Some(tx);
+        self.task = Some(task);
+        // Wait until the socket answers.
+        for _ in 0..200 {
+            if UnixStream::connect(&self.config.socket).await.is_ok() {
+                return Ok(());
+            }
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let res = self.task.take().unwrap().await?;
+                bail!("berthd exited at start: {res:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("berthd did not open {}", self.config.socket.display())
+    }
+
+    /// Stops the daemon (as on SIGTERM) and waits for it.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .context("berthd did not stop within 30s")???;
+        }
+        Ok(())
+    }
+
+    /// Stops and starts again on the same directories.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        self.spawn().await
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.config.socket
+    }
+
+    pub async fn runtime(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+        Ok(RuntimeServiceClient::new(connect(self.socket()).await?))
+    }
+
+    pub async fn images(&self) -> anyhow::Result<ImageServiceClient<Channel>> {
+        Ok(ImageServiceClient::new(connect(self.socket()).await?).max_decoding_message_size(64 << 20))
+    }
+
+    /// Where the image crate keeps its data for this daemon.
+    pub fn image_root(&self) -> PathBuf {
+        self.config.root.join("image")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A gRPC channel over a unix socket.
+pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
+    let path = path.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .context("connect to CRI socket")?;
+    Ok(channel)
+}
+
+/// Counts the entries of a directory (0 if it does not exist).
+pub fn count_entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
+}
