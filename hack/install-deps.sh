@@ -16,7 +16,7 @@ PKGS=(
   protobuf-compiler                # k8s-cri's build script needs protoc
   iptables iproute2 zstd           # host ports, debugging, zstd layers
   containerd                       # peer runtime for hack/bench
-  pkg-config ca-certificates curl
+  pkg-config ca-certificates curl python3 util-linux
 )
 
 missing=()

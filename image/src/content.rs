@@ -151,26 +151,26 @@ impl ContentStore {
                 source: e,
             })? {
                 hasher.update(&chunk);
-                if let Some(s) = size {
-                    if hasher.len() > s {
-                        return Err(Error::SizeMismatch {
-                            digest: d.to_string(),
-                            expected: s,
-                            actual: hasher.len(),
-                        });
-                    }
+                if let Some(s) = size
+                    && hasher.len() > s
+                {
+                    return Err(Error::SizeMismatch {
+                        digest: d.to_string(),
+                        expected: s,
+                        actual: hasher.len(),
+                    });
                 }
                 f.write_all(&chunk).await.map_err(Error::io("write", &tmp))?;
             }
             let (actual, len) = hasher.finish();
-            if let Some(s) = size {
-                if len != s {
-                    return Err(Error::SizeMismatch {
-                        digest: d.to_string(),
-                        expected: s,
-                        actual: len,
-                    });
-                }
+            if let Some(s) = size
+                && len != s
+            {
+                return Err(Error::SizeMismatch {
+                    digest: d.to_string(),
+                    expected: s,
+                    actual: len,
+                });
             }
             if &actual != d {
                 return Err(Error::DigestMismatch {

@@ -194,9 +194,7 @@ fn endpoint(url: &str, registry: &str, is_mirror: bool, file: Option<&Path>, s: 
     if host.is_empty() {
         return Err(bad(format!("no host in {url:?}")));
     }
-    let api = if s.override_path.unwrap_or(false) {
-        format!("{scheme}://{host}{path}")
-    } else if path.ends_with("/v2") {
+    let api = if s.override_path.unwrap_or(false) || path.ends_with("/v2") {
         format!("{scheme}://{host}{path}")
     } else {
         format!("{scheme}://{host}{path}/v2")

@@ -156,10 +156,10 @@ fn validate_domain(domain: &str) -> Result<(), String> {
             None => (domain, None),
         }
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) || p.parse::<u16>().is_err() {
-            return Err(format!("bad port in registry host {domain:?}"));
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) || p.parse::<u16>().is_err())
+    {
+        return Err(format!("bad port in registry host {domain:?}"));
     }
     if host.is_empty() {
         return Err("empty registry host".into());

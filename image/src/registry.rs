@@ -56,10 +56,13 @@ impl Credentials {
     }
 }
 
+/// A TLS setting: skip verification, extra CA files.
+type TlsKey = (bool, Vec<PathBuf>);
+
 /// HTTP clients, one per TLS setting, shared by all pulls.
 #[derive(Debug, Clone)]
 pub struct Transport {
-    clients: Arc<Mutex<HashMap<(bool, Vec<PathBuf>), reqwest::Client>>>,
+    clients: Arc<Mutex<HashMap<TlsKey, reqwest::Client>>>,
 }
 
 impl Default for Transport {

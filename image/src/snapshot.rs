@@ -177,10 +177,10 @@ impl Overlay {
     /// Deletes a layer. Blocking.
     pub fn remove_layer(&self, diff_id: &Digest) -> Result<()> {
         let link = self.link(diff_id);
-        if let Err(e) = std::fs::remove_file(&link) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(Error::io("remove", &link)(e));
-            }
+        if let Err(e) = std::fs::remove_file(&link)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::io("remove", &link)(e));
         }
         let dir = self.layer_dir(diff_id);
         // Rename first, so a crash mid-delete never leaves a half layer under its real name.
@@ -301,9 +301,12 @@ mod tests {
             lower.starts_with("lowerdir=") && lower.find(&b.hex()[..12]) < lower.find(&a.hex()[..12]),
             "top layer first: {lower}"
         );
-        assert!(o.prepare("../x", &[a.clone()]).is_err());
+        assert!(o.prepare("../x", std::slice::from_ref(&a)).is_err());
         assert!(o.prepare("c2", &[Digest::of(b"missing")]).is_err());
-        assert_eq!(o.view("v", &[a.clone()]).unwrap().options, vec!["bind", "ro"]);
+        assert_eq!(
+            o.view("v", std::slice::from_ref(&a)).unwrap().options,
+            vec!["bind", "ro"]
+        );
         o.remove("c1").unwrap();
         o.remove("c1").unwrap();
         o.remove_layer(&a).unwrap();

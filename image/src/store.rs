@@ -104,10 +104,10 @@ impl ImageStore {
 
     /// Finds an image by ID (`sha256:…` or bare hex), repo tag or repo digest (already normalised).
     pub fn find(&self, id: Option<&Digest>, names: &[String]) -> Option<&Image> {
-        if let Some(id) = id {
-            if let Some(i) = self.images.get(id) {
-                return Some(i);
-            }
+        if let Some(id) = id
+            && let Some(i) = self.images.get(id)
+        {
+            return Some(i);
         }
         self.images.values().find(|i| {
             names
@@ -143,10 +143,10 @@ impl ImageStore {
                 }
             }
         }
-        if let Some(tag) = tag {
-            if !image.repo_tags.contains(&tag) {
-                image.repo_tags.push(tag);
-            }
+        if let Some(tag) = tag
+            && !image.repo_tags.contains(&tag)
+        {
+            image.repo_tags.push(tag);
         }
         if !image.repo_digests.contains(&repo_digest) {
             image.repo_digests.push(repo_digest);

@@ -306,10 +306,10 @@ fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)
     let mut out = Vec::new();
     if let Ok(Some(exts)) = entry.pax_extensions() {
         for ext in exts.flatten() {
-            if let Ok(key) = ext.key() {
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    out.push((name.to_string(), ext.value_bytes().to_vec()));
-                }
+            if let Ok(key) = ext.key()
+                && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+            {
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
             }
         }
     }
@@ -371,7 +371,7 @@ mod layer_tests {
             h.set_uid(uid);
             h.set_gid(gid);
             h.set_cksum();
-            b.append(&h, &data[..]).unwrap();
+            b.append(&h, data).unwrap();
         }
         b.into_inner().unwrap()
     }

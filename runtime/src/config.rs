@@ -245,8 +245,10 @@ mod tests {
 
     #[test]
     fn validation() {
-        let mut c = Config::default();
-        c.root = "relative".into();
+        let c = Config {
+            root: "relative".into(),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.registry.max_concurrent_downloads = 0;

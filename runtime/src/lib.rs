@@ -14,6 +14,9 @@ use anyhow::Context as _;
 
 pub use cri::Cri;
 
+/// How long in-flight requests may run after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens the stores, binds the socket and serves until `shutdown` completes; removes the socket after.
 pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     for dir in [&config.root, &config.state] {
@@ -28,7 +31,26 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
         .await
         .with_context(|| format!("bind {}", socket.display()))?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving CRI");
-    let res = server::serve(listener, Arc::new(cri), shutdown).await;
+    // On shutdown, in-flight requests get a grace period; clients that keep idle connections open
+    // (kubelet does) must not hold the daemon up past it.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = server::serve(listener, Arc::new(cri), async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(server);
+    let res = tokio::select! {
+        res = &mut server => res,
+        () = shutdown => {
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(res) => res,
+                Err(_) => {
+                    tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open after the grace period; stopping anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
     let _ = std::fs::remove_file(&socket);
     res.context("serve CRI")?;
     tracing::info!("berthd stopped");

@@ -13,6 +13,7 @@ use berth_runtime::config::Config;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
+pub mod authproxy;
 pub mod registry;
 
 /// Fails the test when not root, unless `BERTH_SKIP_ROOT_TESTS=1` asks to skip, in which case it says so.
@@ -177,4 +178,24 @@ pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
 /// Counts the entries of a directory (0 if it does not exist).
 pub fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
+}
+
+/// The berthd binary built beside the test executable (`target/<profile>/berthd`), or `$BERTH_BERTHD`.
+pub fn berthd_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_BERTHD") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/berthd
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("berthd"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (hack/test.sh does)",
+        bin.display()
+    );
+    bin
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs berth's whole test suite on this machine, as root: installs what it needs, starts the local
+# registry, builds and pushes the test images, checks formatting and lints, then runs every test.
+# The registry is stopped again if this script started it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: the suite mounts, unpacks as other users and starts daemons: run it as root" >&2
+  exit 1
+fi
+
+bash hack/install-deps.sh
+
+started_registry=0
+if ! bash hack/registry.sh status >/dev/null 2>&1; then
+  bash hack/registry.sh start
+  started_registry=1
+fi
+cleanup() {
+  if [ "$started_registry" = 1 ]; then bash hack/registry.sh stop || true; fi
+}
+trap cleanup EXIT
+
+python3 hack/test-images.py
+
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+# The suites start the real berthd binary too: build every binary first.
+cargo build --locked --workspace --bins
+cargo test --locked --workspace --no-fail-fast

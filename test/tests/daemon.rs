@@ -1,0 +1,147 @@
+//! The berthd binary: config printing, flags, socket permissions, RPC answers, clean shutdown.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+use berth_proto::cri::{
+    CgroupDriver, ListContainersRequest, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
+};
+use berth_proto::tonic::Code;
+use berth_runtime::config::Config;
+use berth_test::{berthd_bin, connect, require_root, scratch_base};
+
+#[test]
+fn config_subcommand_prints_the_defaults() {
+    let out = Command::new(berthd_bin()).arg("config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("# "), "commented");
+    assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
+}
+
+#[test]
+fn bad_config_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "rooot = \"/x\"\n").unwrap();
+    let out = Command::new(berthd_bin()).arg("--config").arg(&f).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rooot") && err.contains("c.toml"), "{err}");
+    let out = Command::new(berthd_bin())
+        .args(["--config", "/nonexistent/berth.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/berth.toml"));
+}
+
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, socket: &PathBuf) -> Proc {
+    let child = Command::new(berthd_bin())
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(socket)
+        .args(["--log-level", "warn"])
+        .env_remove("BERTH_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+#[tokio::test]
+async fn serves_cri_and_stops_cleanly_on_sigterm() {
+    require_root!();
+    let dir = tempfile::tempdir_in(scratch_base()).unwrap();
+    let socket = dir.path().join("run/berth.sock");
+    let mut p = start(dir.path(), &socket);
+    let t0 = Instant::now();
+    while !socket.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no socket after 10s");
+        assert!(p.0.try_wait().unwrap().is_none(), "berthd exited early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket is root-only");
+
+    let mut rt = RuntimeServiceClient::new(connect(&socket).await.unwrap());
+    let v = rt
+        .version(VersionRequest { version: "v1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("berth", "v1")
+    );
+    assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
+
+    let st = rt.status(StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let conds = st.status.unwrap().conditions;
+    let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(
+        !net.status && !net.reason.is_empty() && !net.message.is_empty(),
+        "{net:?}"
+    );
+    let run = conds.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    assert!(!run.status && !run.reason.is_empty(), "pods do not exist yet: {run:?}");
+
+    let rc = rt.runtime_config(RuntimeConfigRequest {}).await.unwrap().into_inner();
+    assert_eq!(rc.linux.unwrap().cgroup_driver, CgroupDriver::Cgroupfs as i32);
+
+    let err = rt.run_pod_sandbox(RunPodSandboxRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    let err = rt.list_containers(ListContainersRequest::default()).await.unwrap_err();
+    assert!(err.message().contains("ListContainers"));
+
+    // A second daemon on the same socket refuses to steal it.
+    let out = Command::new(berthd_bin())
+        .arg("--root")
+        .arg(dir.path().join("root2"))
+        .arg("--state")
+        .arg(dir.path().join("state2"))
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    drop(rt);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "berthd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(!socket.exists(), "socket removed on shutdown");
+}
