@@ -14,11 +14,33 @@ use tokio::io::AsyncWriteExt as _;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 
+/// One async lock per digest, created on demand and dropped when no one holds or waits for it.
+#[derive(Debug, Default)]
+pub struct KeyedLocks(Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyedLocks {
+    pub async fn lock(&self, k: &Digest) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(k.clone())
+            .or_default()
+            .clone();
+        let guard = m.lock_owned().await;
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, v| Arc::strong_count(v) > 1);
+        guard
+    }
+}
+
 #[derive(Debug)]
 pub struct ContentStore {
     root: PathBuf,
     /// One lock per digest being written, so concurrent pulls download a blob once.
-    writers: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    writers: KeyedLocks,
     seq: AtomicU64,
 }
 
@@ -34,7 +56,7 @@ impl ContentStore {
         std::fs::create_dir_all(&ingest).map_err(Error::io("create", &ingest))?;
         Ok(ContentStore {
             root: root.to_path_buf(),
-            writers: Mutex::new(HashMap::new()),
+            writers: KeyedLocks::default(),
             seq: AtomicU64::new(0),
         })
     }
@@ -71,33 +93,12 @@ impl ContentStore {
 
     /// All blobs in the store.
     pub fn list(&self) -> Result<Vec<Digest>> {
-        let dir = self.root.join("blobs/sha256");
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(Error::io("read dir", &dir))? {
-            let e = e.map_err(Error::io("read dir", &dir))?;
-            if let Some(d) = e.file_name().to_str().and_then(Digest::from_hex) {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        crate::digest::list_dir(&self.root.join("blobs/sha256"))
     }
 
     /// Holds the writer lock for `d`; while held no one else writes that blob.
     pub async fn lock(&self, d: &Digest) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = self
-            .writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(d.clone())
-            .or_default()
-            .clone();
-        let guard = m.lock_owned().await;
-        // Drop entries only the map still holds: no one holds or waits for them.
-        self.writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, v| Arc::strong_count(v) > 1);
-        guard
+        self.writers.lock(d).await
     }
 
     fn ingest_path(&self, d: &Digest) -> PathBuf {

@@ -71,6 +71,18 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// The entries of `dir` whose names are 64-hex digests (a store directory's contents).
+pub fn list_dir(dir: &std::path::Path) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(Error::io("read dir", dir))? {
+        let e = e.map_err(Error::io("read dir", dir))?;
+        if let Some(d) = e.file_name().to_str().and_then(Digest::from_hex) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
 /// Hashes bytes as they pass; `finish` gives the digest and the byte count.
 #[derive(Debug, Default)]
 pub struct Hasher {

@@ -1,6 +1,6 @@
 //! The image service core: pull, list, look up, remove and measure images. Knows nothing of CRI.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use tracing::{debug, info, warn};
 
-use crate::content::ContentStore;
+use crate::content::{ContentStore, KeyedLocks};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::hosts;
@@ -50,27 +50,6 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-#[derive(Debug)]
-struct KeyedLocks(Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>);
-
-impl KeyedLocks {
-    async fn lock(&self, k: &Digest) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(k.clone())
-            .or_default()
-            .clone();
-        let g = m.lock_owned().await;
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, v| Arc::strong_count(v) > 1);
-        g
-    }
-}
-
 /// Images on this node.
 #[derive(Debug)]
 pub struct Images {
@@ -97,7 +76,7 @@ impl Images {
             overlay,
             store: Mutex::new(store),
             gc: tokio::sync::RwLock::new(()),
-            layer_locks: KeyedLocks(Mutex::new(HashMap::new())),
+            layer_locks: KeyedLocks::default(),
         };
         images.collect_garbage()?;
         Ok(images)

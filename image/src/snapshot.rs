@@ -109,15 +109,7 @@ impl Overlay {
 
     /// All unpacked layers.
     pub fn layers(&self) -> Result<Vec<Digest>> {
-        let dir = self.root.join("layers");
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(Error::io("read dir", &dir))? {
-            let e = e.map_err(Error::io("read dir", &dir))?;
-            if let Some(d) = e.file_name().to_str().and_then(Digest::from_hex) {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        crate::digest::list_dir(&self.root.join("layers"))
     }
 
     /// Runs `fill` on a fresh temporary directory and, if it succeeds, installs that directory as the

@@ -7,14 +7,9 @@ use crate::error::{Error, Result};
 impl Cri {
     /// Pulls the image and returns its ID as the image reference, as containerd does.
     pub async fn pull_image(&self, req: PullImageRequest) -> Result<PullImageResponse> {
-        let spec = req
-            .image
-            .ok_or_else(|| Error::InvalidArgument("PullImage: image spec is required".into()))?;
-        if spec.image.is_empty() {
-            return Err(Error::InvalidArgument("PullImage: image reference is empty".into()));
-        }
+        let image = super::image_ref(req.image, "PullImage")?;
         let creds = credentials(req.auth.as_ref())?;
-        let img = self.images.pull(&spec.image, creds).await?;
+        let img = self.images.pull(&image, creds).await?;
         Ok(PullImageResponse {
             image_ref: img.id.to_string(),
         })

@@ -1,18 +1,13 @@
 use berth_proto::cri::{RemoveImageRequest, RemoveImageResponse};
 
 use super::Cri;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 impl Cri {
     /// Removes the image with all its names; removing an absent image succeeds.
     pub async fn remove_image(&self, req: RemoveImageRequest) -> Result<RemoveImageResponse> {
-        let spec = req
-            .image
-            .ok_or_else(|| Error::InvalidArgument("RemoveImage: image spec is required".into()))?;
-        if spec.image.is_empty() {
-            return Err(Error::InvalidArgument("RemoveImage: image reference is empty".into()));
-        }
-        self.images.remove(&spec.image).await?;
+        let image = super::image_ref(req.image, "RemoveImage")?;
+        self.images.remove(&image).await?;
         Ok(RemoveImageResponse {})
     }
 }

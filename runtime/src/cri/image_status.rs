@@ -4,19 +4,14 @@ use berth_proto::cri::{ImageStatusRequest, ImageStatusResponse};
 
 use super::Cri;
 use super::image_convert::to_cri;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 impl Cri {
     /// The image, or an empty response if it is not present (not an error, as the CRI says).
     /// `verbose` adds `info` with the image config and the layers, as containerd's `info` key does.
     pub fn image_status(&self, req: ImageStatusRequest) -> Result<ImageStatusResponse> {
-        let spec = req
-            .image
-            .ok_or_else(|| Error::InvalidArgument("ImageStatus: image spec is required".into()))?;
-        if spec.image.is_empty() {
-            return Err(Error::InvalidArgument("ImageStatus: image reference is empty".into()));
-        }
-        let Some(img) = self.images.get(&spec.image)? else {
+        let image = super::image_ref(req.image, "ImageStatus")?;
+        let Some(img) = self.images.get(&image)? else {
             return Ok(ImageStatusResponse::default());
         };
         let mut info = HashMap::new();

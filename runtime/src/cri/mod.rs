@@ -18,6 +18,19 @@ mod runtime_config;
 mod runtime_status;
 mod version;
 
+/// The image reference of a request's `ImageSpec`; `InvalidArgument` when missing or empty.
+pub(crate) fn image_ref(spec: Option<berth_proto::cri::ImageSpec>, rpc: &str) -> crate::error::Result<String> {
+    match spec {
+        Some(s) if !s.image.is_empty() => Ok(s.image),
+        Some(_) => Err(crate::error::Error::InvalidArgument(format!(
+            "{rpc}: image reference is empty"
+        ))),
+        None => Err(crate::error::Error::InvalidArgument(format!(
+            "{rpc}: image spec is required"
+        ))),
+    }
+}
+
 /// Everything the CRI services need: configuration and the stores.
 #[derive(Debug)]
 pub struct Cri {

@@ -482,7 +482,7 @@ async fn cmd_pull(mut args: Args) -> anyhow::Result<Verdict> {
         let images = wait_ready(t, &mut client).await?;
         let other_images = images
             .iter()
-            .filter(|i| !i.repo_tags.iter().any(|r| *r == image))
+            .filter(|i| !i.repo_tags.contains(&image))
             .count();
         targets.push(PullTarget {
             target: t.clone(),
