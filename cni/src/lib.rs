@@ -1,3 +1,7 @@
-//! Pod networking for berth (network namespaces, CNI plugins, the built-in bridge).
-//!
-//! Not built yet: see the pod networking issue. Until then berthd reports NetworkReady=false.
+//! Pod networking for berth: namespaces now; CNI plugin chains and the built-in bridge to come
+//! (see the pod networking issue). Until then berthd reports NetworkReady=false.
+
+pub mod error;
+pub mod ns;
+
+pub use error::{Error, Result};

@@ -23,6 +23,21 @@ pub struct Config {
     /// `cgroupfs` or `systemd`, reported to kubelet in RuntimeConfig; must match kubelet's `cgroupDriver`.
     pub cgroup_driver: CgroupDriver,
     pub registry: RegistryConfig,
+    pub pod: PodConfig,
+}
+
+/// Pod sandboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PodConfig {
+    /// Size in bytes of each pod's /dev/shm (a tmpfs shared by its containers).
+    pub shm_size: u64,
+}
+
+impl Default for PodConfig {
+    fn default() -> Self {
+        PodConfig { shm_size: 64 << 20 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +67,7 @@ impl Default for Config {
             log_level: "info".into(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             registry: RegistryConfig::default(),
+            pod: PodConfig::default(),
         }
     }
 }
@@ -134,6 +150,9 @@ impl Config {
                 "registry.max_concurrent_downloads must be at least 1".into(),
             ));
         }
+        if self.pod.shm_size < 4096 {
+            return Err(ConfigError::Invalid("pod.shm_size must be at least 4096 bytes".into()));
+        }
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::Invalid("log_level must not be empty".into()));
         }
@@ -166,6 +185,10 @@ cgroup_driver = "cgroupfs"
 config_path = {cp:?}
 # Layers downloaded at once for one pull.
 max_concurrent_downloads = {mcd}
+
+[pod]
+# Size in bytes of each pod's /dev/shm, a tmpfs shared by the pod's containers.
+shm_size = {shm}
 "#,
             root = d.root.display().to_string(),
             state = d.state.display().to_string(),
@@ -173,6 +196,7 @@ max_concurrent_downloads = {mcd}
             log = d.log_level,
             cp = d.registry.config_path.display().to_string(),
             mcd = d.registry.max_concurrent_downloads,
+            shm = d.pod.shm_size,
         )
     }
 }

@@ -26,6 +26,12 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Net(#[from] berth_cni::Error),
     #[error("berth does not implement {0} yet")]
     Unimplemented(&'static str),
     #[error("{context}: {source}")]
@@ -57,6 +63,10 @@ impl Error {
             },
             Error::InvalidArgument(_) => Kind::InvalidArgument,
             Error::NotFound(_) => Kind::NotFound,
+            Error::AlreadyExists(_) => Kind::AlreadyExists,
+            Error::FailedPrecondition(_) => Kind::FailedPrecondition,
+            Error::Net(berth_cni::Error::BadHostname(_)) => Kind::InvalidArgument,
+            Error::Net(_) => Kind::Internal,
             Error::Unimplemented(_) => Kind::Unimplemented,
             Error::Io { .. } | Error::Internal(_) => Kind::Internal,
         }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod cri;
 pub mod error;
 pub mod server;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;

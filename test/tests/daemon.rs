@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
 use berth_proto::cri::{
-    CgroupDriver, ListContainersRequest, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
+    CgroupDriver, CreateContainerRequest, ListContainersRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use berth_proto::tonic::Code;
 use berth_runtime::config::Config;
@@ -100,14 +100,20 @@ async fn serves_cri_and_stops_cleanly_on_sigterm() {
         "{net:?}"
     );
     let run = conds.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
-    assert!(!run.status && !run.reason.is_empty(), "pods do not exist yet: {run:?}");
+    assert!(
+        !run.status && !run.reason.is_empty(),
+        "containers do not exist yet: {run:?}"
+    );
 
     let rc = rt.runtime_config(RuntimeConfigRequest {}).await.unwrap().into_inner();
     assert_eq!(rc.linux.unwrap().cgroup_driver, CgroupDriver::Cgroupfs as i32);
 
-    let err = rt.run_pod_sandbox(RunPodSandboxRequest::default()).await.unwrap_err();
+    let err = rt
+        .create_container(CreateContainerRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(err.message().contains("CreateContainer"), "{}", err.message());
     let err = rt.list_containers(ListContainersRequest::default()).await.unwrap_err();
     assert!(err.message().contains("ListContainers"));
 

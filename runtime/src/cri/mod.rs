@@ -2,11 +2,12 @@
 //! These methods take and return CRI messages and the runtime's [`Error`](crate::error::Error);
 //! the tonic adapters in `server/` only unwrap requests and map errors.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use berth_image::Images;
 
 use crate::config::Config;
+use crate::store::sandbox::SandboxStore;
 
 mod image_convert;
 mod image_fs_info;
@@ -16,6 +17,12 @@ mod image_remove;
 mod image_status;
 mod runtime_config;
 mod runtime_status;
+mod sandbox_list;
+mod sandbox_remove;
+mod sandbox_run;
+pub mod sandbox_setup;
+mod sandbox_status;
+mod sandbox_stop;
 mod version;
 
 /// The image reference of a request's `ImageSpec`; `InvalidArgument` when missing or empty.
@@ -36,6 +43,7 @@ pub(crate) fn image_ref(spec: Option<berth_proto::cri::ImageSpec>, rpc: &str) ->
 pub struct Cri {
     pub(crate) config: Config,
     pub(crate) images: Arc<Images>,
+    sandboxes: Mutex<SandboxStore>,
 }
 
 impl Cri {
@@ -45,11 +53,20 @@ impl Cri {
         opts.hosts_dir = Some(config.registry.config_path.clone());
         opts.max_concurrent_downloads = config.registry.max_concurrent_downloads;
         let images = Arc::new(Images::open(opts)?);
-        Ok(Cri { config, images })
+        let sandboxes = Mutex::new(SandboxStore::open(&config.root.join("pods"))?);
+        Ok(Cri {
+            config,
+            images,
+            sandboxes,
+        })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub(crate) fn sandboxes(&self) -> MutexGuard<'_, SandboxStore> {
+        self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn images(&self) -> &Arc<Images> {

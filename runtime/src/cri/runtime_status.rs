@@ -18,8 +18,8 @@ impl Cri {
             RuntimeCondition {
                 r#type: RUNTIME_READY.into(),
                 status: false,
-                reason: "PodsNotImplemented".into(),
-                message: "berth serves images; pod sandboxes and containers are not implemented yet".into(),
+                reason: "ContainersNotImplemented".into(),
+                message: "berth serves images and pod sandboxes; containers are not implemented yet".into(),
             },
             RuntimeCondition {
                 r#type: NETWORK_READY.into(),

@@ -54,6 +54,45 @@ impl RuntimeService for RuntimeAdapter {
         rpc!("RuntimeConfig", DEBUG, Ok(self.0.runtime_config(req.into_inner())))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        rpc!("RunPodSandbox", INFO, self.0.run_pod_sandbox(req.into_inner()).await)
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        rpc!("StopPodSandbox", INFO, self.0.stop_pod_sandbox(req.into_inner()).await)
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        rpc!(
+            "RemovePodSandbox",
+            INFO,
+            self.0.remove_pod_sandbox(req.into_inner()).await
+        )
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        rpc!("PodSandboxStatus", DEBUG, self.0.pod_sandbox_status(req.into_inner()))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        rpc!("ListPodSandbox", DEBUG, self.0.list_pod_sandbox(req.into_inner()))
+    }
+
     async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> Result<Response<EventStream>, Status> {
         rpc!(
             "GetContainerEvents",
@@ -63,11 +102,6 @@ impl RuntimeService for RuntimeAdapter {
     }
 
     unimplemented_rpcs! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
         create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
         start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
         stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";

@@ -109,6 +109,12 @@ mod tests {
             ),
             (Error::InvalidArgument("x".into()), Code::InvalidArgument),
             (Error::NotFound("x".into()), Code::NotFound),
+            (Error::AlreadyExists("x".into()), Code::AlreadyExists),
+            (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (
+                berth_cni::Error::BadHostname("a_b".into()).into(),
+                Code::InvalidArgument,
+            ),
             (Error::Unimplemented("RunPodSandbox"), Code::Unimplemented),
             (Error::Internal("x".into()), Code::Internal),
         ];

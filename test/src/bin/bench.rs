@@ -47,7 +47,8 @@ goals: pull time <= 0.5x baseline (median); idle RSS of each non-baseline target
 
 /// How often the daemon's VmRSS is read while a pull runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(5);
-/// How long RemoveImage may take to disappear from ListImages (containerd's GC is asynchronous).
+/// How long an image may stay listed after RemoveImage. containerd's GC can be asynchronous; 1.6's
+/// CRI RemoveImage deletes the last name with a synchronous GC, so in practice the image is gone at once.
 const REMOVE_WAIT: Duration = Duration::from_secs(60);
 /// How long a daemon may answer "not ready" before we give up.
 const READY_WAIT: Duration = Duration::from_secs(60);
@@ -236,6 +237,46 @@ fn parse_status_kib(text: &str, field: &str) -> Option<u64> {
 /// peak. Needs the right to ptrace the daemon (root). Returns false when not possible.
 fn reset_hwm(pid: i32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// CPU time of `pid` and its reaped children (utime + stime + cutime + cstime from
+/// `/proc/<pid>/stat`), in ms. The kernel reports it in USER_HZ, which is 100 on Linux.
+fn cpu_ms(pid: i32) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces: field 3
+    // (state) is index 0, so utime (14), stime, cutime, cstime (17) are indexes 11..=14.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f
+        .get(11..=14)?
+        .iter()
+        .map(|v| v.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    Some(ticks as f64 * 1000.0 / USER_HZ)
+}
+
+/// The 1-minute load average, to tell a quiet machine from a busy one.
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Warns when other work competes for the CPUs, which makes every number noisy.
+fn check_quiet(when: &str) -> Option<f64> {
+    let load = loadavg()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if load >= 0.5 * cpus as f64 {
+        println!(
+            "warning: load average {load:.2} {when} on {cpus} CPU(s): other processes compete with the daemons, \
+             expect noisy numbers"
+        );
+    }
+    Some(load)
 }
 
 /// Reads VmRSS of one pid every [`SAMPLE_EVERY`] on its own thread until stopped.
@@ -437,6 +478,8 @@ struct PullSample {
     peak_kib: u64,
     /// Kernel peak RSS during the pull (VmHWM after resetting it), when it could be reset.
     hwm_kib: Option<u64>,
+    /// CPU time the daemon (and children it reaped) used during the pull.
+    cpu_ms: Option<f64>,
     samples: u64,
 }
 
@@ -463,6 +506,11 @@ impl PullTarget {
         Stats::of(&self.measured().map(|s| s.peak_kib as f64).collect::<Vec<_>>())
     }
 
+    fn cpu_stats(&self) -> Option<Stats> {
+        let v: Option<Vec<f64>> = self.measured().map(|s| s.cpu_ms).collect();
+        v.map(|v| Stats::of(&v))
+    }
+
     fn hwm_stats(&self) -> Option<Stats> {
         let v: Option<Vec<f64>> = self.measured().map(|s| s.hwm_kib.map(|k| k as f64)).collect();
         v.map(|v| Stats::of(&v))
@@ -480,10 +528,7 @@ async fn cmd_pull(mut args: Args) -> anyhow::Result<Verdict> {
     for t in &args.targets {
         let mut client = t.images().await?;
         let images = wait_ready(t, &mut client).await?;
-        let other_images = images
-            .iter()
-            .filter(|i| !i.repo_tags.contains(&image))
-            .count();
+        let other_images = images.iter().filter(|i| !i.repo_tags.contains(&image)).count();
         targets.push(PullTarget {
             target: t.clone(),
             client,
@@ -503,6 +548,7 @@ async fn cmd_pull(mut args: Args) -> anyhow::Result<Verdict> {
          first target alternating ==",
         args.runs, args.warmup
     );
+    let load_start = check_quiet("at the start");
     for pt in &targets {
         if pt.other_images > 0 {
             println!(
@@ -522,15 +568,16 @@ async fn cmd_pull(mut args: Args) -> anyhow::Result<Verdict> {
             let pt = &mut targets[(round + position) % n];
             let sample = pull_once(pt, &image, timeout, run, warmup, position).await?;
             println!(
-                "{} {run}/{}  {:<12} pull {:>10}  peak RSS {:>10}{}  (remove+GC wait before: {})",
+                "{} {run}/{}  {:<12} pull {:>10}  CPU {:>10}  peak RSS {:>9}{}  (remove wait before: {})",
                 if warmup { "warm-up" } else { "run    " },
                 if warmup { args.warmup } else { args.runs },
                 pt.target.name,
                 ms(sample.pull_ms),
+                sample.cpu_ms.map(ms).unwrap_or_else(|| "n/a".into()),
                 mib(sample.peak_kib as f64),
                 sample
                     .hwm_kib
-                    .map(|h| format!(", VmHWM {:>10}", mib(h as f64)))
+                    .map(|h| format!(", VmHWM {:>9}", mib(h as f64)))
                     .unwrap_or_default(),
                 ms(sample.remove_ms),
             );
@@ -547,7 +594,8 @@ async fn cmd_pull(mut args: Args) -> anyhow::Result<Verdict> {
         pt.idle_after_kib = idle_rss_kib(&pt.target).await?;
     }
 
-    Ok(report_pull(&args, &image, &targets))
+    let load_end = check_quiet("at the end");
+    Ok(report_pull(&args, &image, &targets, [load_start, load_end]))
 }
 
 async fn pull_once(
@@ -565,6 +613,7 @@ async fn pull_once(
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let hwm_reset = reset_hwm(t.pid);
+    let cpu_before = cpu_ms(t.pid);
     let sampler = Sampler::start(t.pid);
     let started = Instant::now();
     let res = tokio::time::timeout(
@@ -577,6 +626,7 @@ async fn pull_once(
     .await;
     let elapsed = started.elapsed();
     let sampled = sampler.stop();
+    let cpu_after = cpu_ms(t.pid);
     let resp = res
         .map_err(|_| anyhow::anyhow!("{}: PullImage {image} took longer than {timeout:?}", t.name))?
         .with_context(|| format!("{}: PullImage {image}", t.name))?
@@ -595,31 +645,35 @@ async fn pull_once(
         remove_ms: removed.as_secs_f64() * 1000.0,
         peak_kib: sampled.peak_kib,
         hwm_kib,
+        cpu_ms: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         samples: sampled.samples,
     })
 }
 
-fn report_pull(args: &Args, image: &str, targets: &[PullTarget]) -> Verdict {
+fn report_pull(args: &Args, image: &str, targets: &[PullTarget], load: [Option<f64>; 2]) -> Verdict {
+    println!();
+    println!("pull {image}: {} measured runs per target", args.runs);
+    println!("  pull        PullImage wall clock at the client, after RemoveImage and waiting until ListImages no");
+    println!("              longer shows the image (the registry's files stay in the host page cache for both)");
+    println!("  peak RSS    highest VmRSS sampled every {SAMPLE_EVERY:?} during the pull");
+    println!("  VmHWM       the kernel's exact peak RSS during the pull (reset through clear_refs before it)");
+    println!("  CPU         CPU time (user+sys, 10 ms ticks) the daemon used during the pull");
+    println!("  idle RSS    median VmRSS over 1 s at the start of this benchmark, before its first pull");
+    println!("  idle after  the same after the last run and the final RemoveImage");
     println!();
     println!(
-        "pull {image}  ({} runs per target; peak RSS = max VmRSS sampled every {SAMPLE_EVERY:?}",
-        args.runs
-    );
-    println!("  during the pull; VmHWM = the kernel's exact peak, reset before each pull; idle = before the first");
-    println!("  pull / after the last run and RemoveImage; times are PullImage wall clock at the client)");
-    println!();
-    println!(
-        "{:<12} {:>11} {:>11} {:>11} {:>13} {:>13} {:>11} {:>11}",
-        "target", "pull med", "pull min", "pull max", "peak RSS med", "VmHWM med", "idle RSS", "idle after"
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>11} {:>10} {:>10}",
+        "target", "pull med", "pull min", "pull max", "CPU med", "peak RSS med", "VmHWM med", "idle RSS", "idle after"
     );
     for pt in targets {
         let p = pt.pull_stats();
         println!(
-            "{:<12} {:>11} {:>11} {:>11} {:>13} {:>13} {:>11} {:>11}",
+            "{:<12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>11} {:>10} {:>10}",
             pt.target.name,
             ms(p.median),
             ms(p.min),
             ms(p.max),
+            pt.cpu_stats().map(|s| ms(s.median)).unwrap_or_else(|| "n/a".into()),
             mib(pt.peak_stats().median),
             pt.hwm_stats().map(|s| mib(s.median)).unwrap_or_else(|| "n/a".into()),
             mib(pt.idle_kib as f64),
@@ -647,11 +701,13 @@ fn report_pull(args: &Args, image: &str, targets: &[PullTarget]) -> Verdict {
             let time_ratio = pt.pull_stats().median / base.pull_stats().median;
             let peak_ratio = pt.peak_stats().median / base.peak_stats().median;
             let idle_ratio = pt.idle_kib as f64 / base.idle_kib as f64;
+            let cpu_ratio = pt.cpu_stats().zip(base.cpu_stats()).map(|(c, b)| c.median / b.median);
             let time_ok = time_ratio <= GOALS.max_pull_time_ratio;
             all_ok &= time_ok;
             println!(
-                "ratio {name}/{}: pull time {time_ratio:.2}x, peak RSS {peak_ratio:.2}x, idle RSS {idle_ratio:.2}x",
-                args.baseline
+                "ratio {name}/{}: pull time {time_ratio:.2}x, CPU {}, peak RSS {peak_ratio:.2}x, idle RSS {idle_ratio:.2}x",
+                args.baseline,
+                cpu_ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "n/a".into()),
             );
             println!(
                 "goal  pull time <= {:.2}x {}: {name} {time_ratio:.2}x  {}",
@@ -663,6 +719,7 @@ fn report_pull(args: &Args, image: &str, targets: &[PullTarget]) -> Verdict {
             cmp["pull_time_ratio"] = json!(time_ratio);
             cmp["peak_rss_ratio"] = json!(peak_ratio);
             cmp["idle_rss_ratio"] = json!(idle_ratio);
+            cmp["cpu_ratio"] = json!(cpu_ratio);
             cmp["goal_pull_time_ratio"] = json!(GOALS.max_pull_time_ratio);
             cmp["pull_time_ok"] = json!(time_ok);
         }
@@ -686,6 +743,7 @@ fn report_pull(args: &Args, image: &str, targets: &[PullTarget]) -> Verdict {
                 "pull_ms": pt.pull_stats().json(),
                 "peak_rss_kib": pt.peak_stats().json(),
                 "vmhwm_kib": pt.hwm_stats().map(|s| s.json()),
+                "cpu_ms": pt.cpu_stats().map(|s| s.json()),
                 "idle_rss_kib": pt.idle_kib,
                 "idle_after_rss_kib": pt.idle_after_kib,
                 "other_images": pt.other_images,
@@ -697,6 +755,7 @@ fn report_pull(args: &Args, image: &str, targets: &[PullTarget]) -> Verdict {
                     "remove_wait_ms": s.remove_ms,
                     "peak_rss_kib": s.peak_kib,
                     "vmhwm_kib": s.hwm_kib,
+                    "cpu_ms": s.cpu_ms,
                     "rss_samples": s.samples,
                 })).collect::<Vec<_>>(),
             })
@@ -708,6 +767,8 @@ fn report_pull(args: &Args, image: &str, targets: &[PullTarget]) -> Verdict {
         "runs": args.runs,
         "warmup": args.warmup,
         "sample_interval_ms": SAMPLE_EVERY.as_millis() as u64,
+        "loadavg_start": load[0],
+        "loadavg_end": load[1],
         "targets": json_targets,
         "comparisons": comparisons,
         "goals_met": all_ok,

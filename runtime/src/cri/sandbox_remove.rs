@@ -1,0 +1,24 @@
+use berth_proto::cri::{RemovePodSandboxRequest, RemovePodSandboxResponse};
+
+use super::{Cri, sandbox_setup};
+use crate::error::{Error, Result};
+
+impl Cri {
+    /// Removes a sandbox and everything it holds (stopping it first if needed). Removing an unknown
+    /// sandbox succeeds.
+    pub async fn remove_pod_sandbox(&self, req: RemovePodSandboxRequest) -> Result<RemovePodSandboxResponse> {
+        let Some(id) = self.sandboxes().resolve(&req.pod_sandbox_id)? else {
+            return Ok(RemovePodSandboxResponse {});
+        };
+        let Some(sb) = self.sandboxes().get(&id).cloned() else {
+            return Ok(RemovePodSandboxResponse {});
+        };
+        // If teardown fails, the record stays (NotReady) so kubelet's retry finds it again.
+        tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb))
+            .await
+            .map_err(|e| Error::Internal(format!("sandbox remove task: {e}")))??;
+        self.sandboxes().delete(&id)?;
+        tracing::info!(%id, "pod sandbox removed");
+        Ok(RemovePodSandboxResponse {})
+    }
+}

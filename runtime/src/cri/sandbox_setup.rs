@@ -1,0 +1,196 @@
+//! What a pod sandbox owns on the host, made and unmade: pinned namespaces, the files its containers
+//! mount (`hostname`, `hosts`, `resolv.conf`) and its `/dev/shm` tmpfs. There is no infra ("pause")
+//! container: namespaces are held by bind mounts, which costs no process and no memory.
+
+use std::path::{Path, PathBuf};
+
+use berth_cni::ns;
+use berth_proto::cri::{DnsConfig, NamespaceMode, NamespaceOption, PodSandboxConfig};
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::error::{Error, Result};
+use crate::store::sandbox::Sandbox;
+
+/// The namespace options of a pod config (all `POD` when unset).
+pub fn namespace_options(cfg: &PodSandboxConfig) -> NamespaceOption {
+    cfg.linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
+}
+
+pub fn host_network(cfg: &PodSandboxConfig) -> bool {
+    namespace_options(cfg).network == NamespaceMode::Node as i32
+}
+
+/// Host resources of a new sandbox, undone by [`release`] (also when creation fails half-way).
+#[derive(Debug, Default)]
+pub struct Resources {
+    pub namespaces: Vec<(String, PathBuf)>,
+    pub shm: Option<PathBuf>,
+}
+
+/// Makes everything the sandbox in `dir` needs. On error, whatever was made is removed again.
+/// Blocking.
+pub fn create(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64) -> Result<Resources> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let mut res = Resources::default();
+    match fill(dir, cfg, shm_size, &mut res) {
+        Ok(()) => Ok(res),
+        Err(e) => {
+            if let Err(undo) = release(dir, &res) {
+                tracing::error!(dir = %dir.display(), error = %undo, "cleanup after a failed RunPodSandbox");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, res: &mut Resources) -> Result<()> {
+    let opts = namespace_options(cfg);
+    let host_net = opts.network == NamespaceMode::Node as i32;
+    let host_ipc = opts.ipc == NamespaceMode::Node as i32;
+    let hostname = if host_net {
+        nix::unistd::gethostname()
+            .map_err(|e| Error::Internal(format!("gethostname: {e}")))?
+            .to_string_lossy()
+            .to_string()
+    } else if cfg.hostname.is_empty() {
+        cfg.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()
+    } else {
+        cfg.hostname.clone()
+    };
+    let mut kinds = Vec::new();
+    if !host_net {
+        // The pod's UTS namespace goes with its network: a host-network pod keeps the node's name.
+        kinds.extend([ns::Kind::Net, ns::Kind::Uts]);
+        ns::validate_hostname(&hostname)?;
+    }
+    if !host_ipc {
+        kinds.push(ns::Kind::Ipc);
+    }
+    if !kinds.is_empty() {
+        let pins = ns::create(
+            &dir.join("ns"),
+            &ns::Request {
+                kinds,
+                hostname: (!host_net).then(|| hostname.clone()),
+            },
+        )?;
+        res.namespaces = pins.into_iter().map(|(k, p)| (k.name().to_string(), p)).collect();
+    }
+    write(dir, "hostname", &format!("{hostname}\n"))?;
+    write(dir, "hosts", &hosts_file(host_net))?;
+    write(dir, "resolv.conf", &resolv_conf(cfg.dns_config.as_ref()))?;
+    if !host_ipc {
+        let shm = dir.join("shm");
+        std::fs::create_dir_all(&shm).map_err(Error::io(format!("create {}", shm.display())))?;
+        nix::mount::mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=1777,size={shm_size}").as_str()),
+        )
+        .map_err(|e| Error::Internal(format!("mount shm tmpfs on {}: {e}", shm.display())))?;
+        res.shm = Some(shm);
+    }
+    Ok(())
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> Result<()> {
+    let p = dir.join(name);
+    std::fs::write(&p, content).map_err(Error::io(format!("write {}", p.display())))
+}
+
+/// Removes the sandbox's host resources and its directory. Idempotent. Blocking.
+pub fn release(dir: &Path, res: &Resources) -> Result<()> {
+    for (_, p) in &res.namespaces {
+        ns::remove(p)?;
+    }
+    if let Some(shm) = &res.shm {
+        unmount(shm)?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", dir.display()))(e)),
+    }
+}
+
+/// Releases what a stored sandbox holds.
+pub fn release_sandbox(sb: &Sandbox) -> Result<()> {
+    release(
+        &sb.dir,
+        &Resources {
+            namespaces: sb.namespaces.clone(),
+            shm: sb.shm.clone(),
+        },
+    )
+}
+
+/// Unpins the network namespace (the network is torn down when a sandbox stops). Blocking.
+pub fn release_network(sb: &Sandbox) -> Result<()> {
+    if let Some(p) = sb.namespace_path("net") {
+        ns::remove(p)?;
+    }
+    Ok(())
+}
+
+fn unmount(p: &Path) -> Result<()> {
+    match nix::mount::umount2(p, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::Internal(format!("unmount {}: {e}", p.display()))),
+    }
+}
+
+/// The pod's /etc/hosts: the node's for host-network pods, else loopback names (kubelet adds the rest).
+fn hosts_file(host_net: bool) -> String {
+    if host_net && let Ok(h) = std::fs::read_to_string("/etc/hosts") {
+        return h;
+    }
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
+}
+
+/// The pod's resolv.conf: from `DnsConfig` when it says anything, else the node's.
+pub fn resolv_conf(dns: Option<&DnsConfig>) -> String {
+    match dns {
+        Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
+            let mut s = String::new();
+            if !d.searches.is_empty() {
+                s.push_str(&format!("search {}\n", d.searches.join(" ")));
+            }
+            for n in &d.servers {
+                s.push_str(&format!("nameserver {n}\n"));
+            }
+            if !d.options.is_empty() {
+                s.push_str(&format!("options {}\n", d.options.join(" ")));
+            }
+            s
+        }
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_from_dns_config() {
+        let d = DnsConfig {
+            servers: vec!["10.0.0.10".into(), "10.0.0.11".into()],
+            searches: vec!["ns.svc.cluster.local".into(), "svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            resolv_conf(Some(&d)),
+            "search ns.svc.cluster.local svc.cluster.local\nnameserver 10.0.0.10\nnameserver 10.0.0.11\noptions ndots:5\n"
+        );
+        assert_eq!(
+            resolv_conf(Some(&DnsConfig::default())),
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        );
+    }
+}

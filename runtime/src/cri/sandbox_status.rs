@@ -1,0 +1,68 @@
+use std::collections::HashMap;
+
+use berth_proto::cri::{
+    LinuxPodSandboxStatus, Namespace, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+    PodSandboxStatusRequest, PodSandboxStatusResponse,
+};
+
+use super::{Cri, sandbox_setup};
+use crate::error::{Error, Result};
+use crate::store::now_ns;
+use crate::store::sandbox::{Sandbox, State};
+
+pub fn cri_state(s: State) -> PodSandboxState {
+    match s {
+        State::Ready => PodSandboxState::SandboxReady,
+        State::NotReady => PodSandboxState::SandboxNotready,
+    }
+}
+
+impl Cri {
+    pub fn pod_sandbox_status(&self, req: PodSandboxStatusRequest) -> Result<PodSandboxStatusResponse> {
+        let store = self.sandboxes();
+        let sb = store
+            .resolve(&req.pod_sandbox_id)?
+            .and_then(|id| store.get(&id).cloned())
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
+        drop(store);
+        let mut info = HashMap::new();
+        if req.verbose {
+            let doc = serde_json::json!({
+                "config": sb.config,
+                "namespaces": sb.namespaces,
+                "dir": sb.dir,
+                "shm": sb.shm,
+                "infraContainer": null,
+            });
+            info.insert("info".to_string(), doc.to_string());
+        }
+        Ok(PodSandboxStatusResponse {
+            status: Some(status(&sb)),
+            info,
+            containers_statuses: vec![],
+            timestamp: now_ns(),
+        })
+    }
+}
+
+fn status(sb: &Sandbox) -> PodSandboxStatus {
+    PodSandboxStatus {
+        id: sb.id.clone(),
+        metadata: sb.config.metadata.clone(),
+        state: cri_state(sb.state) as i32,
+        created_at: sb.created_at,
+        // No pod networking yet: no IP to report.
+        network: Some(PodSandboxNetworkStatus {
+            ip: String::new(),
+            additional_ips: vec![],
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(sandbox_setup::namespace_options(&sb.config)),
+            }),
+        }),
+        labels: sb.config.labels.clone(),
+        annotations: sb.config.annotations.clone(),
+        runtime_handler: sb.runtime_handler.clone(),
+    }
+}

@@ -1,0 +1,147 @@
+//! Pod sandboxes: the record, its state machine, and the store with the name index.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use berth_proto::cri::{PodSandboxConfig, PodSandboxMetadata};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A sandbox's lifecycle. Ready → NotReady (stop) → removed; nothing goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    Ready,
+    NotReady,
+}
+
+/// A pod sandbox as berth keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub runtime_handler: String,
+    pub state: State,
+    pub created_at: i64,
+    /// Per-pod files: namespace pins, hostname, hosts, resolv.conf, shm.
+    pub dir: PathBuf,
+    /// Pinned namespaces, by kind name (`net`, `ipc`, `uts`).
+    pub namespaces: Vec<(String, PathBuf)>,
+    /// The pod's /dev/shm tmpfs, when it has its own IPC namespace.
+    pub shm: Option<PathBuf>,
+}
+
+impl Sandbox {
+    pub fn metadata(&self) -> PodSandboxMetadata {
+        self.config.metadata.clone().unwrap_or_default()
+    }
+
+    /// The key that makes a pod name unique: name, namespace, uid and attempt, as kubelet sees it.
+    pub fn name_key(&self) -> String {
+        name_key(&self.metadata())
+    }
+
+    pub fn namespace_path(&self, kind: &str) -> Option<&Path> {
+        self.namespaces
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// Ready → NotReady; stopping a stopped sandbox is fine.
+    pub fn stop(&mut self) {
+        self.state = State::NotReady;
+    }
+}
+
+pub fn name_key(m: &PodSandboxMetadata) -> String {
+    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+/// All sandboxes, in memory and on disk under `<root>/pods/`.
+#[derive(Debug)]
+pub struct SandboxStore {
+    dir: PathBuf,
+    by_id: HashMap<String, Sandbox>,
+    /// name key → id, including names reserved by a RunPodSandbox in progress.
+    names: HashMap<String, String>,
+}
+
+impl SandboxStore {
+    pub fn open(dir: &Path) -> Result<SandboxStore> {
+        let mut s = SandboxStore {
+            dir: dir.to_path_buf(),
+            by_id: HashMap::new(),
+            names: HashMap::new(),
+        };
+        for mut sb in super::load_all::<Sandbox>(dir)? {
+            // After a reboot the pins are gone: such a sandbox cannot be ready any more.
+            let lost = sb.namespaces.iter().any(|(_, p)| !berth_cni::ns::is_pinned(p));
+            if sb.state == State::Ready && lost {
+                tracing::warn!(id = %sb.id, "pod sandbox lost its namespaces (reboot?); marking it NotReady");
+                sb.stop();
+                super::write_json(&dir.join(format!("{}.json", sb.id)), &sb)?;
+            }
+            s.names.insert(sb.name_key(), sb.id.clone());
+            s.by_id.insert(sb.id.clone(), sb);
+        }
+        Ok(s)
+    }
+
+    /// Reserves a pod name for `id`; `AlreadyExists` if another sandbox has it.
+    pub fn reserve(&mut self, key: &str, id: &str) -> Result<()> {
+        if let Some(owner) = self.names.get(key) {
+            return Err(Error::AlreadyExists(format!(
+                "pod sandbox name {key:?} is reserved for {owner}"
+            )));
+        }
+        self.names.insert(key.to_string(), id.to_string());
+        Ok(())
+    }
+
+    pub fn release(&mut self, key: &str, id: &str) {
+        if self.names.get(key).is_some_and(|o| o == id) {
+            self.names.remove(key);
+        }
+    }
+
+    pub fn put(&mut self, sb: Sandbox) -> Result<()> {
+        super::write_json(&self.dir.join(format!("{}.json", sb.id)), &sb)?;
+        self.by_id.insert(sb.id.clone(), sb);
+        Ok(())
+    }
+
+    pub fn delete(&mut self, id: &str) -> Result<()> {
+        super::remove_file(&self.dir.join(format!("{id}.json")))?;
+        if let Some(sb) = self.by_id.remove(id) {
+            self.release(&sb.name_key(), id);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Sandbox> {
+        self.by_id.get(id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Sandbox> {
+        self.by_id.values()
+    }
+
+    /// The full ID for `id` or a unique prefix of one (crictl shows truncated IDs).
+    pub fn resolve(&self, id: &str) -> Result<Option<String>> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("pod sandbox id is empty".into()));
+        }
+        if self.by_id.contains_key(id) {
+            return Ok(Some(id.to_string()));
+        }
+        let mut hits = self.by_id.keys().filter(|k| k.starts_with(id));
+        match (hits.next(), hits.next()) {
+            (Some(one), None) => Ok(Some(one.clone())),
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "pod sandbox id prefix {id:?} is ambiguous"
+            ))),
+        }
+    }
+}
