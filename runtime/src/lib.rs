@@ -7,6 +7,7 @@ pub mod cri;
 pub mod error;
 pub mod server;
 pub mod store;
+mod sys;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -9,7 +9,9 @@ impl Cri {
     pub async fn pull_image(&self, req: PullImageRequest) -> Result<PullImageResponse> {
         let image = super::image_ref(req.image, "PullImage")?;
         let creds = credentials(req.auth.as_ref())?;
-        let img = self.images.pull(&image, creds).await?;
+        let img = self.images.pull(&image, creds).await;
+        crate::sys::release_free_memory();
+        let img = img?;
         Ok(PullImageResponse {
             image_ref: img.id.to_string(),
         })

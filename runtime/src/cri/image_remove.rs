@@ -8,6 +8,7 @@ impl Cri {
     pub async fn remove_image(&self, req: RemoveImageRequest) -> Result<RemoveImageResponse> {
         let image = super::image_ref(req.image, "RemoveImage")?;
         self.images.remove(&image).await?;
+        crate::sys::release_free_memory();
         Ok(RemoveImageResponse {})
     }
 }
