@@ -6,5 +6,18 @@
 /// CRI v1: `runtime.v1.RuntimeService` and `runtime.v1.ImageService` messages, clients and servers.
 pub use k8s_cri::v1 as cri;
 
+/// The containerd shim v2 protocol over TTRPC: the task API a shim serves
+/// (`shim::shim_async::{Task, TaskClient, create_task}`, messages in `shim::api`), the events API its
+/// host serves (`shim::shim_async::{Events, create_events}`), and `ttrpc`/`protobuf` as they were
+/// built. The generated task service is named `containerd.task.v3.Task`; containerd 1.6's shims
+/// (and containerd itself) use the identical `containerd.task.v2.Task`.
+pub use containerd_shim_protos as shim;
+
+/// Task service names: the v2 name containerd 1.6 speaks and the v3 name the generated code uses.
+pub const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
+pub const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
+/// The events service a shim's host serves at `TTRPC_ADDRESS`.
+pub const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
+
 pub use prost;
 pub use tonic;
