@@ -8,6 +8,7 @@ pub mod error;
 pub mod server;
 pub mod store;
 mod sys;
+pub mod oci;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,416 @@
+//! Building the OCI runtime spec of a container: process (args, env, cwd, user, capabilities),
+//! root, mounts (the kernel filesystems, the pod's hostname/hosts/resolv.conf and /dev/shm, the CRI
+//! mounts), and the Linux section (the pod's namespaces by path, cgroup, resources, masked paths).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use berth_proto::cri::{ContainerConfig, MountPropagation, NamespaceMode};
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::cri::sandbox_setup;
+use crate::error::{Error, Result};
+use crate::store::sandbox::Sandbox;
+
+/// The capabilities a container gets by default: Docker's and containerd's 14.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// Paths kubelet masks by default.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths kubelet makes read-only by default.
+pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Everything a spec is built from.
+#[derive(Debug)]
+pub struct SpecInput<'a> {
+    pub id: &'a str,
+    pub sandbox: &'a Sandbox,
+    pub config: &'a ContainerConfig,
+    pub image: &'a berth_image::Image,
+    /// The container's mounted rootfs (read for /etc/passwd).
+    pub rootfs: &'a Path,
+    /// The lowest oom_score_adj the host lets berth set (see `oom::floor`).
+    pub oom_floor: i32,
+}
+
+fn bad(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("build OCI spec: {e}"))
+}
+
+fn caps(names: impl IntoIterator<Item = String>) -> Result<Capabilities> {
+    names
+        .into_iter()
+        .map(|n| {
+            let n = n.trim_start_matches("CAP_").to_ascii_uppercase();
+            serde_json::from_value::<Capability>(serde_json::Value::String(format!("CAP_{n}")))
+                .map_err(|_| Error::InvalidArgument(format!("unknown capability {n:?}")))
+        })
+        .collect()
+}
+
+/// The process arguments, as Docker and containerd resolve them: the CRI command replaces the
+/// image's entrypoint (and then the image's cmd is dropped), the CRI args replace the image's cmd.
+pub fn process_args(config: &ContainerConfig, image: &berth_image::manifest::RunConfig) -> Result<Vec<String>> {
+    let (mut command, mut args) = (config.command.clone(), config.args.clone());
+    if command.is_empty() {
+        command = image.entrypoint.clone().unwrap_or_default();
+        if args.is_empty() {
+            args = image.cmd.clone().unwrap_or_default();
+        }
+    }
+    command.extend(args);
+    if command.is_empty() {
+        return Err(Error::InvalidArgument("no command specified: neither the container config nor the image has one".into()));
+    }
+    Ok(command)
+}
+
+/// Image env, then the CRI envs, later keys replacing earlier ones in place.
+pub fn process_env(config: &ContainerConfig, image: &berth_image::manifest::RunConfig) -> Vec<String> {
+    let mut env: Vec<String> = image.env.clone().unwrap_or_default();
+    for kv in &config.envs {
+        let entry = format!("{}={}", kv.key, kv.value);
+        match env.iter_mut().find(|e| e.split('=').next() == Some(kv.key.as_str())) {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    env
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(bad)
+}
+
+fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Result<Mount> {
+    let mut opts = vec!["rbind", propagation, "nosuid", "nodev"];
+    if readonly {
+        opts.push("ro");
+    }
+    mount(dest, "bind", &source.display().to_string(), &opts)
+}
+
+/// Builds the spec. Errors name the field that is wrong.
+pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
+    let SpecInput {
+        id,
+        sandbox,
+        config,
+        image,
+        rootfs,
+        oom_floor,
+    } = *input;
+    let run = image.config.config.clone().unwrap_or_default();
+    let linux_cfg = config.linux.clone().unwrap_or_default();
+    let sec = linux_cfg.security_context.clone().unwrap_or_default();
+    let ns_opts = sec.namespace_options.clone().unwrap_or_default();
+    let pod_ns = sandbox_setup::namespace_options(&sandbox.config);
+
+    let user = super::user::resolve(
+        rootfs,
+        run.user.as_deref().unwrap_or(""),
+        sec.run_as_user.as_ref().map(|v| v.value),
+        &sec.run_as_username,
+        sec.run_as_group.as_ref().map(|v| v.value),
+        &sec.supplemental_groups,
+    )?;
+    let mut cap_set: Capabilities = if sec.privileged {
+        caps(all_caps())?
+    } else {
+        caps(DEFAULT_CAPS.iter().map(|s| s.to_string()))?
+    };
+    if let Some(c) = &sec.capabilities {
+        if c.drop_capabilities.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
+            cap_set.clear();
+        } else {
+            for d in caps(c.drop_capabilities.clone())? {
+                cap_set.remove(&d);
+            }
+        }
+        if c.add_capabilities.iter().any(|a| a.eq_ignore_ascii_case("ALL")) {
+            cap_set = caps(all_caps())?;
+        } else {
+            cap_set.extend(caps(c.add_capabilities.clone())?);
+        }
+    }
+    let oom = linux_cfg.resources.as_ref().map(|r| r.oom_score_adj as i32).unwrap_or(0);
+    let process = ProcessBuilder::default()
+        .terminal(config.tty)
+        .args(process_args(config, &run)?)
+        .env(process_env(config, &run))
+        .cwd(match (config.working_dir.as_str(), run.working_dir.as_deref()) {
+            ("", Some(w)) if !w.is_empty() => w.to_string(),
+            ("", _) => "/".to_string(),
+            (w, _) => w.to_string(),
+        })
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.additional_gids.clone())
+                .build()
+                .map_err(bad)?,
+        )
+        .capabilities(
+            oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+                .bounding(cap_set.clone())
+                .effective(cap_set.clone())
+                .permitted(cap_set.clone())
+                .build()
+                .map_err(bad)?,
+        )
+        .no_new_privileges(sec.no_new_privs)
+        .oom_score_adj(oom.max(oom_floor))
+        .build()
+        .map_err(bad)?;
+
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", if sec.privileged { "rw" } else { "ro" }])?,
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", if sec.privileged { "rw" } else { "ro" }])?,
+    ];
+    let user_dests: Vec<&str> = config.mounts.iter().map(|m| m.container_path.as_str()).collect();
+    let pod_files = [("/etc/hostname", "hostname"), ("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf")];
+    for (dest, file) in pod_files {
+        if !user_dests.contains(&dest) {
+            mounts.push(bind(dest, &sandbox.dir.join(file), sec.readonly_rootfs, "rprivate")?);
+        }
+    }
+    if !user_dests.contains(&"/dev/shm") {
+        mounts.push(match &sandbox.shm {
+            Some(shm) => bind("/dev/shm", shm, false, "rprivate")?,
+            None => bind("/dev/shm", Path::new("/dev/shm"), false, "rprivate")?,
+        });
+    }
+    for m in &config.mounts {
+        if m.container_path.is_empty() || !m.container_path.starts_with('/') {
+            return Err(Error::InvalidArgument(format!("mount container_path {:?} must be absolute", m.container_path)));
+        }
+        let host = PathBuf::from(&m.host_path);
+        if !host.is_absolute() {
+            return Err(Error::InvalidArgument(format!("mount host_path {:?} must be absolute", m.host_path)));
+        }
+        if !host.exists() {
+            // As containerd: a missing host path becomes a directory.
+            std::fs::create_dir_all(&host).map_err(Error::io(format!("create mount source {}", host.display())))?;
+        }
+        let propagation = match MountPropagation::try_from(m.propagation).unwrap_or(MountPropagation::PropagationPrivate) {
+            MountPropagation::PropagationPrivate => "rprivate",
+            MountPropagation::PropagationHostToContainer => "rslave",
+            MountPropagation::PropagationBidirectional => "rshared",
+        };
+        mounts.push(bind(&m.container_path, &host, m.readonly, propagation)?);
+    }
+
+    let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
+    match NamespaceMode::try_from(ns_opts.pid).unwrap_or(NamespaceMode::Container) {
+        NamespaceMode::Node => {}
+        NamespaceMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
+        NamespaceMode::Pod | NamespaceMode::Target => {
+            return Err(Error::FailedPrecondition(
+                "a PID namespace shared with the pod or another container is not supported yet".into(),
+            ));
+        }
+    }
+    let host_net = pod_ns.network == NamespaceMode::Node as i32;
+    for (kind, typ) in [("net", LinuxNamespaceType::Network), ("ipc", LinuxNamespaceType::Ipc), ("uts", LinuxNamespaceType::Uts)] {
+        if let Some(p) = sandbox.namespace_path(kind) {
+            namespaces.push(ns(typ, Some(p))?);
+        } else if kind == "net" && !host_net {
+            return Err(Error::FailedPrecondition(format!("pod sandbox {} has no network namespace (stopped?)", sandbox.id)));
+        }
+    }
+    let cgroup_parent = sandbox
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/berth".to_string());
+    let mut resources = LinuxResourcesBuilder::default().devices(vec![
+        LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().map_err(bad)?,
+    ]);
+    if let Some(r) = &linux_cfg.resources {
+        let mut cpu = LinuxCpuBuilder::default();
+        if r.cpu_shares > 0 {
+            cpu = cpu.shares(r.cpu_shares as u64);
+        }
+        if r.cpu_quota > 0 {
+            cpu = cpu.quota(r.cpu_quota);
+        }
+        if r.cpu_period > 0 {
+            cpu = cpu.period(r.cpu_period as u64);
+        }
+        if !r.cpuset_cpus.is_empty() {
+            cpu = cpu.cpus(r.cpuset_cpus.clone());
+        }
+        if !r.cpuset_mems.is_empty() {
+            cpu = cpu.mems(r.cpuset_mems.clone());
+        }
+        resources = resources.cpu(cpu.build().map_err(bad)?);
+        if r.memory_limit_in_bytes > 0 {
+            resources = resources.memory(LinuxMemoryBuilder::default().limit(r.memory_limit_in_bytes).build().map_err(bad)?);
+        }
+    }
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(format!("{}/{}", cgroup_parent.trim_end_matches('/'), id)))
+        .resources(resources.build().map_err(bad)?);
+    if !sec.privileged {
+        linux = linux
+            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    }
+
+    let mut annotations: HashMap<String, String> = config.annotations.clone();
+    let meta = sandbox.metadata();
+    for (k, v) in [
+        ("io.kubernetes.cri.container-type", "container".to_string()),
+        ("io.kubernetes.cri.container-name", config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()),
+        ("io.kubernetes.cri.sandbox-id", sandbox.id.clone()),
+        ("io.kubernetes.cri.sandbox-name", meta.name.clone()),
+        ("io.kubernetes.cri.sandbox-namespace", meta.namespace.clone()),
+        ("io.kubernetes.cri.sandbox-uid", meta.uid.clone()),
+        ("io.kubernetes.cri.image-name", image.repo_tags.first().cloned().unwrap_or_else(|| image.id.to_string())),
+    ] {
+        annotations.insert(k.to_string(), v);
+    }
+    let mut spec = SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(RootBuilder::default().path(rootfs).readonly(sec.readonly_rootfs).build().map_err(bad)?)
+        .mounts(mounts)
+        .linux(linux.build().map_err(bad)?)
+        .annotations(annotations);
+    if !host_net {
+        let hostname = std::fs::read_to_string(sandbox.dir.join("hostname")).unwrap_or_default();
+        spec = spec.hostname(hostname.trim().to_string());
+    }
+    spec.build().map_err(bad)
+}
+
+fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<oci_spec::runtime::LinuxNamespace> {
+    let mut b = LinuxNamespaceBuilder::default().typ(typ);
+    if let Some(p) = path {
+        b = b.path(p);
+    }
+    b.build().map_err(bad)
+}
+
+fn all_caps() -> Vec<String> {
+    [
+        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+        "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+        "CHECKPOINT_RESTORE",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_image::manifest::RunConfig;
+    use berth_proto::cri::KeyValue;
+
+    fn run(entrypoint: &[&str], cmd: &[&str]) -> RunConfig {
+        RunConfig {
+            entrypoint: (!entrypoint.is_empty()).then(|| entrypoint.iter().map(|s| s.to_string()).collect()),
+            cmd: (!cmd.is_empty()).then(|| cmd.iter().map(|s| s.to_string()).collect()),
+            env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+            ..Default::default()
+        }
+    }
+
+    fn cfg(command: &[&str], args: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn args_resolve_like_docker() {
+        let img = run(&["/entry"], &["default"]);
+        assert_eq!(process_args(&cfg(&[], &[]), &img).unwrap(), ["/entry", "default"]);
+        assert_eq!(process_args(&cfg(&[], &["x"]), &img).unwrap(), ["/entry", "x"]);
+        assert_eq!(process_args(&cfg(&["/bin/sh"], &[]), &img).unwrap(), ["/bin/sh"], "command drops the image cmd");
+        assert_eq!(process_args(&cfg(&["/bin/sh"], &["-c", "x"]), &img).unwrap(), ["/bin/sh", "-c", "x"]);
+        assert_eq!(process_args(&cfg(&[], &[]), &run(&[], &["sh"])).unwrap(), ["sh"]);
+        assert!(process_args(&cfg(&[], &[]), &run(&[], &[])).is_err());
+    }
+
+    #[test]
+    fn env_overrides_in_place() {
+        let mut c = cfg(&[], &[]);
+        c.envs = vec![
+            KeyValue {
+                key: "A".into(),
+                value: "2".into(),
+            },
+            KeyValue {
+                key: "B".into(),
+                value: "3".into(),
+            },
+        ];
+        assert_eq!(process_env(&c, &run(&[], &[])), ["PATH=/bin", "A=2", "B=3"]);
+        assert!(process_env(&cfg(&[], &[]), &RunConfig::default())[0].starts_with("PATH="));
+    }
+
+    #[test]
+    fn capability_names() {
+        assert_eq!(caps(DEFAULT_CAPS.iter().map(|s| s.to_string())).unwrap().len(), 14);
+        assert_eq!(caps(all_caps()).unwrap().len(), all_caps().len());
+        assert!(caps(["CAP_NET_ADMIN".to_string()]).is_ok());
+        assert!(caps(["NOT_A_CAP".to_string()]).is_err());
+    }
+}
