@@ -277,13 +277,15 @@ impl Images {
 
     /// Deletes every blob and layer no image references. Caller holds `gc` exclusively (or is `open`).
     fn collect_garbage(&self) -> Result<()> {
-        let (blobs, layers): (HashSet<Digest>, HashSet<Digest>) = {
+        let (blobs, mut layers): (HashSet<Digest>, HashSet<Digest>) = {
             let store = self.store();
             (
                 store.all().flat_map(|i| i.blobs.iter().cloned()).collect(),
                 store.all().flat_map(|i| i.diff_ids()).collect(),
             )
         };
+        // Containers' rootfs snapshots keep their layers even when their image is removed.
+        layers.extend(self.overlay.layers_in_use()?);
         for b in self.content.list()? {
             if !blobs.contains(&b) {
                 debug!(blob = %b, "collecting blob");

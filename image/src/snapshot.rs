@@ -184,6 +184,18 @@ impl Overlay {
         }
     }
 
+    /// Every layer some writable snapshot stands on.
+    pub fn layers_in_use(&self) -> Result<std::collections::HashSet<Digest>> {
+        let dir = self.root.join("snapshots");
+        let mut out = std::collections::HashSet::new();
+        for e in std::fs::read_dir(&dir).map_err(Error::io("read dir", &dir))? {
+            let e = e.map_err(Error::io("read dir", &dir))?;
+            let text = std::fs::read_to_string(e.path().join("parents")).unwrap_or_default();
+            out.extend(text.lines().filter_map(|l| Digest::parse(l).ok()));
+        }
+        Ok(out)
+    }
+
     fn lowerdir(&self, layers: &[Digest]) -> Result<String> {
         let mut parts = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {
@@ -224,6 +236,9 @@ impl Snapshotter for Overlay {
             let p = dir.join(d);
             std::fs::create_dir_all(&p).map_err(Error::io("create", &p))?;
         }
+        // The layers a snapshot stands on are kept by image collection while it exists.
+        let parents: String = layers.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.join("parents"), parents).map_err(Error::io("write", dir.join("parents")))?;
         Ok(Mount {
             fstype: "overlay".into(),
             source: "overlay".into(),
@@ -299,8 +314,10 @@ mod tests {
             o.view("v", std::slice::from_ref(&a)).unwrap().options,
             vec!["bind", "ro"]
         );
+        assert_eq!(o.layers_in_use().unwrap().len(), 2);
         o.remove("c1").unwrap();
         o.remove("c1").unwrap();
+        assert!(o.layers_in_use().unwrap().is_empty());
         o.remove_layer(&a).unwrap();
         assert!(!o.has_layer(&a));
         assert_eq!(o.layers().unwrap(), vec![b]);

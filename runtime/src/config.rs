@@ -24,6 +24,60 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     pub registry: RegistryConfig,
     pub pod: PodConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// How containers run: runtime handlers, each a shim v2 binary driving an OCI runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The handler for pods that name none (`runtime_handler` empty).
+    pub default_handler: String,
+    /// Handlers by name (kubelet's RuntimeClass `handler`). Setting any replaces the built-in list.
+    pub handlers: std::collections::BTreeMap<String, Handler>,
+}
+
+/// One runtime handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handler {
+    /// The shim v2 binary: a name looked up beside berthd and on PATH, or an absolute path.
+    pub shim: String,
+    /// The OCI runtime binary the shim drives (runc, crun).
+    pub runtime: String,
+    /// Who writes the CRI log: `shim` (berth-shim writes it itself, so logs flow while berthd is
+    /// down) or `berthd` (containerd shims: berthd copies the shim's FIFOs, as containerd does).
+    pub log_writer: LogWriter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogWriter {
+    Shim,
+    Berthd,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let h = |shim: &str, runtime: &str, log_writer| Handler {
+            shim: shim.into(),
+            runtime: runtime.into(),
+            log_writer,
+        };
+        RuntimeConfig {
+            default_handler: "runc".into(),
+            handlers: [
+                ("runc".to_string(), h("berth-shim", "runc", LogWriter::Shim)),
+                ("crun".to_string(), h("berth-shim", "crun", LogWriter::Shim)),
+                (
+                    "runc-containerd".to_string(),
+                    h("containerd-shim-runc-v2", "runc", LogWriter::Berthd),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
 }
 
 /// Pod sandboxes.
@@ -68,6 +122,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriver::Cgroupfs,
             registry: RegistryConfig::default(),
             pod: PodConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -150,6 +205,12 @@ impl Config {
                 "registry.max_concurrent_downloads must be at least 1".into(),
             ));
         }
+        if !self.runtime.handlers.contains_key(&self.runtime.default_handler) {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.default_handler {:?} is not in runtime.handlers",
+                self.runtime.default_handler
+            )));
+        }
         if self.pod.shm_size < 4096 {
             return Err(ConfigError::Invalid("pod.shm_size must be at least 4096 bytes".into()));
         }
@@ -189,6 +250,26 @@ max_concurrent_downloads = {mcd}
 [pod]
 # Size in bytes of each pod's /dev/shm, a tmpfs shared by the pod's containers.
 shm_size = {shm}
+
+[runtime]
+# The handler for pods that name none; kubelet's RuntimeClass handler names pick another.
+default_handler = "runc"
+# Each handler: a shim v2 binary (looked up beside berthd, then on PATH), the OCI runtime it drives,
+# and who writes the CRI log: "shim" (berth-shim; logs keep flowing while berthd is down) or
+# "berthd" (containerd's shims hand output to FIFOs, which berthd copies). Defining any handler
+# replaces this list.
+[runtime.handlers.runc]
+shim = "berth-shim"
+runtime = "runc"
+log_writer = "shim"
+[runtime.handlers.crun]
+shim = "berth-shim"
+runtime = "crun"
+log_writer = "shim"
+[runtime.handlers.runc-containerd]
+shim = "containerd-shim-runc-v2"
+runtime = "runc"
+log_writer = "berthd"
 "#,
             root = d.root.display().to_string(),
             state = d.state.display().to_string(),

@@ -30,6 +30,8 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Net(#[from] berth_cni::Error),
     #[error("berth does not implement {0} yet")]
@@ -65,6 +67,7 @@ impl Error {
             Error::NotFound(_) => Kind::NotFound,
             Error::AlreadyExists(_) => Kind::AlreadyExists,
             Error::FailedPrecondition(_) => Kind::FailedPrecondition,
+            Error::Unavailable(_) => Kind::Unavailable,
             Error::Net(berth_cni::Error::BadHostname(_)) => Kind::InvalidArgument,
             Error::Net(_) => Kind::Internal,
             Error::Unimplemented(_) => Kind::Unimplemented,

@@ -4,11 +4,14 @@
 pub mod cli;
 pub mod config;
 pub mod cri;
+pub mod crilog;
 pub mod error;
+pub mod oci;
+mod oom;
 pub mod server;
+pub mod shim_client;
 pub mod store;
 mod sys;
-pub mod oci;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
         .await
         .context("open stores")?
         .context("open stores")?;
+    let cri = Arc::new(cri);
+    let _events = cri.start_background().await.context("start shim events endpoint")?;
     let listener = server::bind(&socket)
         .await
         .with_context(|| format!("bind {}", socket.display()))?;
@@ -37,7 +42,7 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     // On shutdown, in-flight requests get a grace period; clients that keep idle connections open
     // (kubelet does) must not hold the daemon up past it.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = server::serve(listener, Arc::new(cri), async {
+    let server = server::serve(listener, cri, async {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);

@@ -7,8 +7,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use berth_image::Images;
 
 use crate::config::Config;
+use crate::shim_client::ShimClient;
+use crate::store::container::{ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+pub mod container_status;
+mod container_stop;
+mod container_support;
 mod image_convert;
 mod image_fs_info;
 mod image_list;
@@ -44,6 +53,11 @@ pub struct Cri {
     pub(crate) config: Config,
     pub(crate) images: Arc<Images>,
     sandboxes: Mutex<SandboxStore>,
+    containers: Mutex<ContainerStore>,
+    /// Connections to shims, by address.
+    pub(crate) shims: tokio::sync::Mutex<std::collections::HashMap<String, ShimClient>>,
+    /// The lowest oom_score_adj containers may get on this host.
+    pub(crate) oom_floor: i32,
 }
 
 impl Cri {
@@ -53,16 +67,77 @@ impl Cri {
         opts.hosts_dir = Some(config.registry.config_path.clone());
         opts.max_concurrent_downloads = config.registry.max_concurrent_downloads;
         let images = Arc::new(Images::open(opts)?);
-        let sandboxes = Mutex::new(SandboxStore::open(&config.root.join("pods"))?);
+        let sandboxes = SandboxStore::open(&config.root.join("pods"))?;
+        let containers = ContainerStore::open(&config.root.join("containers"), |sid| {
+            sandboxes.get(sid).map(|s| s.name_key())
+        })?;
         Ok(Cri {
             config,
             images,
-            sandboxes,
+            sandboxes: Mutex::new(sandboxes),
+            containers: Mutex::new(containers),
+            shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            oom_floor: crate::oom::floor(),
         })
+    }
+
+    /// Starts what runs beside the RPCs: the shims' events endpoint, and a watch on every container
+    /// that was running when berthd last stopped (its exit, if it happened meanwhile, is recorded).
+    /// Returns the events server, which serves until dropped.
+    pub async fn start_background(
+        self: &Arc<Self>,
+    ) -> crate::error::Result<berth_proto::shim::ttrpc::asynchronous::Server> {
+        let (mut server, mut exits) = crate::shim_client::serve_events(&self.events_socket())?;
+        server
+            .start()
+            .await
+            .map_err(|e| crate::error::Error::Internal(format!("start events server: {e}")))?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(e) = exits.recv().await {
+                if e.exec_id.is_empty() || e.exec_id == e.container_id {
+                    this.record_exit(&e.container_id, e.exit_status, e.exited_at_ns);
+                }
+            }
+        });
+        let running: Vec<_> = self
+            .containers()
+            .all()
+            .filter(|c| c.state == ContainerState::Running)
+            .cloned()
+            .collect();
+        for c in running {
+            match self.shim(&c.shim_address, &c.id).await {
+                Ok(shim) => match shim.state(&c.id).await {
+                    Ok(st) if st.status.value() == 3 => {
+                        let at = st
+                            .exited_at
+                            .as_ref()
+                            .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                            .unwrap_or(0);
+                        self.record_exit(&c.id, st.exit_status, at);
+                    }
+                    Ok(_) => self.watch_exit(&c, shim),
+                    Err(e) => {
+                        tracing::warn!(id = %c.id, error = %e, "running container unknown to its shim");
+                        self.record_exit(&c.id, 255, 0);
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(id = %c.id, error = %e, "shim of a running container is gone");
+                    self.record_exit(&c.id, 255, 0);
+                }
+            }
+        }
+        Ok(server)
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub(crate) fn containers(&self) -> MutexGuard<'_, ContainerStore> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn sandboxes(&self) -> MutexGuard<'_, SandboxStore> {

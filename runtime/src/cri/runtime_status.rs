@@ -11,16 +11,35 @@ pub const RUNTIME_READY: &str = "RuntimeReady";
 pub const NETWORK_READY: &str = "NetworkReady";
 
 impl Cri {
-    /// Runtime conditions, reported as they are: berth cannot run pods or give them networks yet,
-    /// so both conditions are false, with the reason.
+    fn runtime_condition(&self) -> RuntimeCondition {
+        let problem = match self.handler("") {
+            Ok((name, h)) => match self.shim_binary(&h.shim) {
+                Err(e) => Some(format!("default runtime handler {name:?}: {e}")),
+                Ok(_) if !on_path(&h.runtime) => Some(format!(
+                    "default runtime handler {name:?}: OCI runtime {:?} not found",
+                    h.runtime
+                )),
+                Ok(_) => None,
+            },
+            Err(e) => Some(e.to_string()),
+        };
+        RuntimeCondition {
+            r#type: RUNTIME_READY.into(),
+            status: problem.is_none(),
+            reason: if problem.is_some() {
+                "RuntimeNotInstalled".into()
+            } else {
+                String::new()
+            },
+            message: problem.unwrap_or_default(),
+        }
+    }
+
+    /// RuntimeReady when the default handler's shim and OCI runtime are installed; NetworkReady is
+    /// false (with the reason) until pod networking exists.
     pub fn status(&self, req: StatusRequest) -> StatusResponse {
         let conditions = vec![
-            RuntimeCondition {
-                r#type: RUNTIME_READY.into(),
-                status: false,
-                reason: "ContainersNotImplemented".into(),
-                message: "berth serves images and pod sandboxes; containers are not implemented yet".into(),
-            },
+            self.runtime_condition(),
             RuntimeCondition {
                 r#type: NETWORK_READY.into(),
                 status: false,
@@ -50,4 +69,12 @@ impl Cri {
             }),
         }
     }
+}
+
+fn on_path(bin: &str) -> bool {
+    let p = std::path::Path::new(bin);
+    if p.is_absolute() {
+        return p.is_file();
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(bin).is_file())
 }

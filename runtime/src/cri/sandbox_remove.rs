@@ -6,13 +6,26 @@ use crate::error::{Error, Result};
 impl Cri {
     /// Removes a sandbox and everything it holds (stopping it first if needed). Removing an unknown
     /// sandbox succeeds.
-    pub async fn remove_pod_sandbox(&self, req: RemovePodSandboxRequest) -> Result<RemovePodSandboxResponse> {
+    pub async fn remove_pod_sandbox(
+        self: &std::sync::Arc<Self>,
+        req: RemovePodSandboxRequest,
+    ) -> Result<RemovePodSandboxResponse> {
         let Some(id) = self.sandboxes().resolve(&req.pod_sandbox_id)? else {
             return Ok(RemovePodSandboxResponse {});
         };
         let Some(sb) = self.sandboxes().get(&id).cloned() else {
             return Ok(RemovePodSandboxResponse {});
         };
+        let ids: Vec<String> = self
+            .containers()
+            .all()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for cid in ids {
+            self.stop_container_id(&cid, 0).await?;
+            self.remove_container_id(&cid).await?;
+        }
         // If teardown fails, the record stays (NotReady) so kubelet's retry finds it again.
         tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb))
             .await

@@ -21,12 +21,7 @@ impl Cri {
                 "RunPodSandbox: metadata.name is required".into(),
             ));
         }
-        if !req.runtime_handler.is_empty() {
-            return Err(Error::NotFound(format!(
-                "RunPodSandbox: runtime handler {:?} is not configured",
-                req.runtime_handler
-            )));
-        }
+        self.handler(&req.runtime_handler)?;
         let id = new_id()?;
         let key = name_key(&meta);
         self.sandboxes().reserve(&key, &id)?;

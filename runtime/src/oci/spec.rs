@@ -92,7 +92,9 @@ pub fn process_args(config: &ContainerConfig, image: &berth_image::manifest::Run
     }
     command.extend(args);
     if command.is_empty() {
-        return Err(Error::InvalidArgument("no command specified: neither the container config nor the image has one".into()));
+        return Err(Error::InvalidArgument(
+            "no command specified: neither the container config nor the image has one".into(),
+        ));
     }
     Ok(command)
 }
@@ -108,7 +110,10 @@ pub fn process_env(config: &ContainerConfig, image: &berth_image::manifest::RunC
         }
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     env
 }
@@ -174,7 +179,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             cap_set.extend(caps(c.add_capabilities.clone())?);
         }
     }
-    let oom = linux_cfg.resources.as_ref().map(|r| r.oom_score_adj as i32).unwrap_or(0);
+    let oom = linux_cfg
+        .resources
+        .as_ref()
+        .map(|r| r.oom_score_adj as i32)
+        .unwrap_or(0);
     let process = ProcessBuilder::default()
         .terminal(config.tty)
         .args(process_args(config, &run)?)
@@ -207,14 +216,44 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
-        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", if sec.privileged { "rw" } else { "ro" }])?,
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", if sec.privileged { "rw" } else { "ro" }])?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", if sec.privileged { "rw" } else { "ro" }],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                "relatime",
+                if sec.privileged { "rw" } else { "ro" },
+            ],
+        )?,
     ];
     let user_dests: Vec<&str> = config.mounts.iter().map(|m| m.container_path.as_str()).collect();
-    let pod_files = [("/etc/hostname", "hostname"), ("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf")];
+    let pod_files = [
+        ("/etc/hostname", "hostname"),
+        ("/etc/hosts", "hosts"),
+        ("/etc/resolv.conf", "resolv.conf"),
+    ];
     for (dest, file) in pod_files {
         if !user_dests.contains(&dest) {
             mounts.push(bind(dest, &sandbox.dir.join(file), sec.readonly_rootfs, "rprivate")?);
@@ -228,21 +267,28 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     }
     for m in &config.mounts {
         if m.container_path.is_empty() || !m.container_path.starts_with('/') {
-            return Err(Error::InvalidArgument(format!("mount container_path {:?} must be absolute", m.container_path)));
+            return Err(Error::InvalidArgument(format!(
+                "mount container_path {:?} must be absolute",
+                m.container_path
+            )));
         }
         let host = PathBuf::from(&m.host_path);
         if !host.is_absolute() {
-            return Err(Error::InvalidArgument(format!("mount host_path {:?} must be absolute", m.host_path)));
+            return Err(Error::InvalidArgument(format!(
+                "mount host_path {:?} must be absolute",
+                m.host_path
+            )));
         }
         if !host.exists() {
             // As containerd: a missing host path becomes a directory.
             std::fs::create_dir_all(&host).map_err(Error::io(format!("create mount source {}", host.display())))?;
         }
-        let propagation = match MountPropagation::try_from(m.propagation).unwrap_or(MountPropagation::PropagationPrivate) {
-            MountPropagation::PropagationPrivate => "rprivate",
-            MountPropagation::PropagationHostToContainer => "rslave",
-            MountPropagation::PropagationBidirectional => "rshared",
-        };
+        let propagation =
+            match MountPropagation::try_from(m.propagation).unwrap_or(MountPropagation::PropagationPrivate) {
+                MountPropagation::PropagationPrivate => "rprivate",
+                MountPropagation::PropagationHostToContainer => "rslave",
+                MountPropagation::PropagationBidirectional => "rshared",
+            };
         mounts.push(bind(&m.container_path, &host, m.readonly, propagation)?);
     }
 
@@ -257,11 +303,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         }
     }
     let host_net = pod_ns.network == NamespaceMode::Node as i32;
-    for (kind, typ) in [("net", LinuxNamespaceType::Network), ("ipc", LinuxNamespaceType::Ipc), ("uts", LinuxNamespaceType::Uts)] {
+    for (kind, typ) in [
+        ("net", LinuxNamespaceType::Network),
+        ("ipc", LinuxNamespaceType::Ipc),
+        ("uts", LinuxNamespaceType::Uts),
+    ] {
         if let Some(p) = sandbox.namespace_path(kind) {
             namespaces.push(ns(typ, Some(p))?);
         } else if kind == "net" && !host_net {
-            return Err(Error::FailedPrecondition(format!("pod sandbox {} has no network namespace (stopped?)", sandbox.id)));
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} has no network namespace (stopped?)",
+                sandbox.id
+            )));
         }
     }
     let cgroup_parent = sandbox
@@ -272,7 +325,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/berth".to_string());
     let mut resources = LinuxResourcesBuilder::default().devices(vec![
-        LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().map_err(bad)?,
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .map_err(bad)?,
     ]);
     if let Some(r) = &linux_cfg.resources {
         let mut cpu = LinuxCpuBuilder::default();
@@ -293,7 +350,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         }
         resources = resources.cpu(cpu.build().map_err(bad)?);
         if r.memory_limit_in_bytes > 0 {
-            resources = resources.memory(LinuxMemoryBuilder::default().limit(r.memory_limit_in_bytes).build().map_err(bad)?);
+            resources = resources.memory(
+                LinuxMemoryBuilder::default()
+                    .limit(r.memory_limit_in_bytes)
+                    .build()
+                    .map_err(bad)?,
+            );
         }
     }
     let mut linux = LinuxBuilder::default()
@@ -310,19 +372,31 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let meta = sandbox.metadata();
     for (k, v) in [
         ("io.kubernetes.cri.container-type", "container".to_string()),
-        ("io.kubernetes.cri.container-name", config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()),
+        (
+            "io.kubernetes.cri.container-name",
+            config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        ),
         ("io.kubernetes.cri.sandbox-id", sandbox.id.clone()),
         ("io.kubernetes.cri.sandbox-name", meta.name.clone()),
         ("io.kubernetes.cri.sandbox-namespace", meta.namespace.clone()),
         ("io.kubernetes.cri.sandbox-uid", meta.uid.clone()),
-        ("io.kubernetes.cri.image-name", image.repo_tags.first().cloned().unwrap_or_else(|| image.id.to_string())),
+        (
+            "io.kubernetes.cri.image-name",
+            image.repo_tags.first().cloned().unwrap_or_else(|| image.id.to_string()),
+        ),
     ] {
         annotations.insert(k.to_string(), v);
     }
     let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(process)
-        .root(RootBuilder::default().path(rootfs).readonly(sec.readonly_rootfs).build().map_err(bad)?)
+        .root(
+            RootBuilder::default()
+                .path(rootfs)
+                .readonly(sec.readonly_rootfs)
+                .build()
+                .map_err(bad)?,
+        )
         .mounts(mounts)
         .linux(linux.build().map_err(bad)?)
         .annotations(annotations);
@@ -343,11 +417,46 @@ fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<oci_spec::runtime:
 
 fn all_caps() -> Vec<String> {
     [
-        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-        "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
         "CHECKPOINT_RESTORE",
     ]
     .iter()
@@ -383,8 +492,15 @@ mod tests {
         let img = run(&["/entry"], &["default"]);
         assert_eq!(process_args(&cfg(&[], &[]), &img).unwrap(), ["/entry", "default"]);
         assert_eq!(process_args(&cfg(&[], &["x"]), &img).unwrap(), ["/entry", "x"]);
-        assert_eq!(process_args(&cfg(&["/bin/sh"], &[]), &img).unwrap(), ["/bin/sh"], "command drops the image cmd");
-        assert_eq!(process_args(&cfg(&["/bin/sh"], &["-c", "x"]), &img).unwrap(), ["/bin/sh", "-c", "x"]);
+        assert_eq!(
+            process_args(&cfg(&["/bin/sh"], &[]), &img).unwrap(),
+            ["/bin/sh"],
+            "command drops the image cmd"
+        );
+        assert_eq!(
+            process_args(&cfg(&["/bin/sh"], &["-c", "x"]), &img).unwrap(),
+            ["/bin/sh", "-c", "x"]
+        );
         assert_eq!(process_args(&cfg(&[], &[]), &run(&[], &["sh"])).unwrap(), ["sh"]);
         assert!(process_args(&cfg(&[], &[]), &run(&[], &[])).is_err());
     }

@@ -58,7 +58,9 @@ fn groups(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
             Some((
                 f.first()?.to_string(),
                 f.get(2)?.parse().ok()?,
-                f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
+                f.get(3)
+                    .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                    .unwrap_or_default(),
             ))
         })
         .collect()
@@ -90,10 +92,9 @@ pub fn resolve(
         let e = pw.iter().find(|e| e.uid == uid);
         (uid, e.map(|e| e.gid).unwrap_or(0), e.map(|e| e.name.clone()))
     } else {
-        let e = pw
-            .iter()
-            .find(|e| e.name == user_part)
-            .ok_or_else(|| Error::InvalidArgument(format!("user {user_part:?} not found in the image's /etc/passwd")))?;
+        let e = pw.iter().find(|e| e.name == user_part).ok_or_else(|| {
+            Error::InvalidArgument(format!("user {user_part:?} not found in the image's /etc/passwd"))
+        })?;
         (e.uid, e.gid, Some(e.name.clone()))
     };
     let gr = groups(rootfs);
@@ -119,7 +120,8 @@ pub fn resolve(
         }
     }
     for g in supplemental {
-        let g = u32::try_from(*g).map_err(|_| Error::InvalidArgument(format!("supplemental group {g} out of range")))?;
+        let g =
+            u32::try_from(*g).map_err(|_| Error::InvalidArgument(format!("supplemental group {g} out of range")))?;
         if g != gid && !additional.contains(&g) {
             additional.push(g);
         }
@@ -138,8 +140,16 @@ mod tests {
     fn rootfs() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nberth:x:1000:1000::/home/berth:/bin/sh\n").unwrap();
-        std::fs::write(d.path().join("etc/group"), "root:x:0:\nberth:x:1000:\naudio:x:29:berth\nstaff:x:50:\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nberth:x:1000:1000::/home/berth:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\nberth:x:1000:\naudio:x:29:berth\nstaff:x:50:\n",
+        )
+        .unwrap();
         d
     }
 
@@ -156,17 +166,23 @@ mod tests {
         assert_eq!(resolve(p, "berth", None, "", None, &[]).unwrap(), berth);
         assert_eq!(resolve(p, "1000", None, "", None, &[]).unwrap(), berth);
         assert_eq!(resolve(p, "1000:staff", None, "", None, &[]).unwrap().gid, 50);
-        assert_eq!(resolve(p, "", Some(1000), "", Some(7), &[8]).unwrap(), User {
-            uid: 1000,
-            gid: 7,
-            additional_gids: vec![29, 8]
-        });
+        assert_eq!(
+            resolve(p, "", Some(1000), "", Some(7), &[8]).unwrap(),
+            User {
+                uid: 1000,
+                gid: 7,
+                additional_gids: vec![29, 8]
+            }
+        );
         assert_eq!(resolve(p, "", None, "berth", None, &[]).unwrap(), berth);
-        assert_eq!(resolve(p, "4242", None, "", None, &[]).unwrap(), User {
-            uid: 4242,
-            gid: 0,
-            additional_gids: vec![]
-        });
+        assert_eq!(
+            resolve(p, "4242", None, "", None, &[]).unwrap(),
+            User {
+                uid: 4242,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
         assert!(resolve(p, "nobody-here", None, "", None, &[]).is_err());
         assert!(resolve(p, "0:nogroup", None, "", None, &[]).is_err());
     }
@@ -176,6 +192,9 @@ mod tests {
         let r = rootfs();
         std::fs::remove_file(r.path().join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", r.path().join("etc/passwd")).unwrap();
-        assert!(resolve(r.path(), "root", None, "", None, &[]).is_err(), "host /etc/passwd must not be read");
+        assert!(
+            resolve(r.path(), "root", None, "", None, &[]).is_err(),
+            "host /etc/passwd must not be read"
+        );
     }
 }

@@ -111,6 +111,7 @@ mod tests {
             (Error::NotFound("x".into()), Code::NotFound),
             (Error::AlreadyExists("x".into()), Code::AlreadyExists),
             (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (Error::Unavailable("x".into()), Code::Unavailable),
             (
                 berth_cni::Error::BadHostname("a_b".into()).into(),
                 Code::InvalidArgument,

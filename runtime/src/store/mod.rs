@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+pub mod container;
 pub mod sandbox;
 
 /// Writes `value` as JSON to `path` so that a crash leaves the old or the new file, never a mix.
@@ -66,6 +67,20 @@ pub fn load_all<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>> {
         }
     }
     Ok(out)
+}
+
+/// The full ID for `id` or a unique prefix of one among `ids` (crictl shows truncated IDs).
+pub fn resolve_prefix<'a>(ids: impl Iterator<Item = &'a String>, id: &str, what: &str) -> Result<Option<String>> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} id is empty")));
+    }
+    let mut hits = ids.filter(|k| k.starts_with(id));
+    match (hits.next(), hits.next()) {
+        (Some(one), None) => Ok(Some(one.clone())),
+        (None, _) => Ok(None),
+        (Some(a), Some(b)) if a == id || b == id => Ok(Some(id.to_string())),
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!("{what} id prefix {id:?} is ambiguous"))),
+    }
 }
 
 /// A new random 64-hex-digit ID, as containerd makes them.

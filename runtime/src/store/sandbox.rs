@@ -129,19 +129,9 @@ impl SandboxStore {
 
     /// The full ID for `id` or a unique prefix of one (crictl shows truncated IDs).
     pub fn resolve(&self, id: &str) -> Result<Option<String>> {
-        if id.is_empty() {
-            return Err(Error::InvalidArgument("pod sandbox id is empty".into()));
-        }
         if self.by_id.contains_key(id) {
             return Ok(Some(id.to_string()));
         }
-        let mut hits = self.by_id.keys().filter(|k| k.starts_with(id));
-        match (hits.next(), hits.next()) {
-            (Some(one), None) => Ok(Some(one.clone())),
-            (None, _) => Ok(None),
-            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
-                "pod sandbox id prefix {id:?} is ambiguous"
-            ))),
-        }
+        super::resolve_prefix(self.by_id.keys(), id, "pod sandbox")
     }
 }

@@ -1,0 +1,134 @@
+use std::path::PathBuf;
+
+use berth_image::Snapshotter as _;
+use berth_proto::cri::{CreateContainerRequest, CreateContainerResponse};
+
+use super::Cri;
+use crate::error::{Error, Result};
+use crate::oci;
+use crate::store::container::{Container, State, name_key};
+use crate::store::sandbox::State as SandboxState;
+use crate::store::{new_id, now_ns, write_json};
+
+impl Cri {
+    /// Creates a container: its name, a writable overlay snapshot on the image's layers mounted as
+    /// the bundle's rootfs, and the OCI spec. The process starts in StartContainer.
+    pub async fn create_container(&self, req: CreateContainerRequest) -> Result<CreateContainerResponse> {
+        let config = req
+            .config
+            .ok_or_else(|| Error::InvalidArgument("CreateContainer: config is required".into()))?;
+        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        if name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "CreateContainer: metadata.name is required".into(),
+            ));
+        }
+        let sandbox = {
+            let store = self.sandboxes();
+            store
+                .resolve(&req.pod_sandbox_id)?
+                .and_then(|id| store.get(&id).cloned())
+                .ok_or_else(|| Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?
+        };
+        if sandbox.state != SandboxState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        let image_ref = super::image_ref(config.image.clone(), "CreateContainer")?;
+        let image = self
+            .images
+            .get(&image_ref)?
+            .ok_or_else(|| Error::NotFound(format!("image {image_ref:?} not found: pull it first")))?;
+        let (handler, _) = self.handler(&sandbox.runtime_handler)?;
+
+        let id = new_id()?;
+        self.containers()
+            .reserve(&name_key(&config, &sandbox.name_key()), &id)?;
+        let bundle = self.config.state.join("containers").join(&id);
+        let log_path = match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
+            (_, "") => PathBuf::new(),
+            ("", p) => PathBuf::from(p),
+            (d, p) => PathBuf::from(d).join(p),
+        };
+        let overlay = self.images.overlay().clone();
+        let (b, i, s, cfg, idc, floor) = (
+            bundle.clone(),
+            image.clone(),
+            sandbox.clone(),
+            config.clone(),
+            id.clone(),
+            self.oom_floor,
+        );
+        let made = tokio::task::spawn_blocking(move || -> Result<()> {
+            let rootfs = b.join("rootfs");
+            std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
+            overlay.prepare(&idc, &i.diff_ids())?.mount(&rootfs)?;
+            let spec = oci::build(&oci::SpecInput {
+                id: &idc,
+                sandbox: &s,
+                config: &cfg,
+                image: &i,
+                rootfs: &rootfs,
+                oom_floor: floor,
+            })?;
+            write_json(&b.join("config.json"), &spec)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("container create task: {e}")))
+        .and_then(|r| r);
+        if let Err(e) = made {
+            self.cleanup_bundle(&bundle, &id).await;
+            self.containers().release_name(&id);
+            return Err(e);
+        }
+        let c = Container {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            config,
+            image_ref,
+            image_id: image.id.to_string(),
+            state: State::Created,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            bundle: bundle.clone(),
+            log_path,
+            pid: 0,
+            handler,
+            shim_address: String::new(),
+            snapshot: id.clone(),
+        };
+        let put = self.containers().put(c);
+        if let Err(e) = put {
+            self.cleanup_bundle(&bundle, &id).await;
+            self.containers().release_name(&id);
+            return Err(e);
+        }
+        tracing::info!(%id, container = %name, sandbox = %sandbox.id, "container created");
+        Ok(CreateContainerResponse { container_id: id })
+    }
+
+    /// Unmounts and deletes a container's rootfs snapshot and bundle. Idempotent.
+    pub(crate) async fn cleanup_bundle(&self, bundle: &std::path::Path, snapshot: &str) {
+        let overlay = self.images.overlay().clone();
+        let (b, s) = (bundle.to_path_buf(), snapshot.to_string());
+        let res = tokio::task::spawn_blocking(move || -> Result<()> {
+            berth_image::sys::unmount(&b.join("rootfs"))?;
+            overlay.remove(&s)?;
+            match std::fs::remove_dir_all(&b) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("remove {}", b.display()))(e)),
+            }
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = res.map_err(|e| Error::Internal(e.to_string())) {
+            tracing::error!(bundle = %bundle.display(), error = %e, "container cleanup failed");
+        }
+    }
+}

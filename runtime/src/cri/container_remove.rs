@@ -1,0 +1,52 @@
+use std::sync::Arc;
+
+use berth_proto::cri::{RemoveContainerRequest, RemoveContainerResponse};
+
+use super::Cri;
+use crate::error::{Error, Result};
+use crate::store::container::State;
+
+impl Cri {
+    /// Removes a container that is not running: its task in the shim, its rootfs snapshot, its bundle
+    /// and its record. A running container is refused (stop it first), as kubelet expects; an
+    /// unknown one succeeds.
+    pub async fn remove_container(self: &Arc<Self>, req: RemoveContainerRequest) -> Result<RemoveContainerResponse> {
+        let Some(id) = self.containers().resolve(&req.container_id)? else {
+            return Ok(RemoveContainerResponse {});
+        };
+        self.remove_container_id(&id).await?;
+        Ok(RemoveContainerResponse {})
+    }
+
+    pub(crate) async fn remove_container_id(self: &Arc<Self>, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        if c.state == State::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is running: stop it before removing it"
+            )));
+        }
+        if !c.shim_address.is_empty() {
+            match self.shim(&c.shim_address, id).await {
+                Ok(shim) => {
+                    match shim.delete(id).await {
+                        Ok(_) | Err(Error::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    let others = self
+                        .containers()
+                        .all()
+                        .any(|o| o.id != id && o.shim_address == c.shim_address && o.state != State::Exited);
+                    if !others {
+                        let _ = shim.shutdown(id).await;
+                        self.shims.lock().await.remove(&c.shim_address);
+                    }
+                }
+                Err(e) => tracing::warn!(id, error = %e, "shim unreachable while removing; cleaning up anyway"),
+            }
+        }
+        self.cleanup_bundle(&c.bundle, &c.snapshot).await;
+        self.containers().delete(id)?;
+        tracing::info!(id, "container removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+use std::sync::Arc;
+
+use berth_proto::cri::{StartContainerRequest, StartContainerResponse};
+use berth_proto::shim::api;
+use berth_proto::shim::protobuf::Message as _;
+
+use super::Cri;
+use crate::config::LogWriter;
+use crate::crilog;
+use crate::error::{Error, Result};
+use crate::shim_client;
+use crate::store::container::{Container, State};
+use crate::store::now_ns;
+
+impl Cri {
+    /// Starts a created container: launches (or finds) the pod's shim, creates and starts the task
+    /// and watches for its exit. A failure leaves the container Exited with reason StartError.
+    pub async fn start_container(self: &Arc<Self>, req: StartContainerRequest) -> Result<StartContainerResponse> {
+        let c = self.container(&req.container_id)?;
+        if c.state != State::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not Created",
+                c.id, c.state
+            )));
+        }
+        match self.start_task(&c).await {
+            Ok(()) => Ok(StartContainerResponse {}),
+            Err(e) => {
+                let mut store = self.containers();
+                if let Some(mut c) = store.get(&c.id).cloned() {
+                    c.reason = "StartError".into();
+                    c.message = e.to_string();
+                    c.exited(128, now_ns());
+                    let _ = store.put(c);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_task(self: &Arc<Self>, c: &Container) -> Result<()> {
+        let (_, handler) = self.handler(&c.handler)?;
+        let shim_bin = self.shim_binary(&handler.shim)?;
+        // containerd's shims write their own log to a FIFO in the bundle, which the host must hold open.
+        let shim_log = c.bundle.join("log");
+        mkfifo(&shim_log)?;
+        tokio::spawn(drain_shim_log(shim_log, c.id.clone()));
+
+        let (stdout, stderr) = self.task_stdio(c, handler.log_writer).await?;
+        let address = shim_client::launch(&shim_bin, &c.bundle, &c.id, &self.events_socket()).await?;
+        let shim = self.shim(&address, &c.id).await?;
+
+        let mut opts = berth_proto::shim::shim::oci::Options::new();
+        opts.binary_name = handler.runtime.clone();
+        opts.root = self.config.state.join("runc").display().to_string();
+        let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = opts
+            .write_to_bytes()
+            .map_err(|e| Error::Internal(format!("encode runc options: {e}")))?;
+        let mut create = api::CreateTaskRequest::new();
+        create.id = c.id.clone();
+        create.bundle = c.bundle.display().to_string();
+        create.stdout = stdout;
+        create.stderr = stderr;
+        create.terminal = c.config.tty;
+        create.options = Some(any).into();
+        shim.create(&create).await?;
+        let started = shim.start(&c.id, "").await?;
+
+        let mut rec = self.container(&c.id)?;
+        rec.shim_address = address;
+        rec.start(started.pid, now_ns())?;
+        self.containers().put(rec.clone())?;
+        self.watch_exit(&rec, shim);
+        tracing::info!(id = %c.id, pid = started.pid, "container started");
+        Ok(())
+    }
+
+    /// The stdio the shim is given: berth-shim writes the CRI log itself (`crilog://`); containerd
+    /// shims get FIFOs that berthd copies into the log.
+    async fn task_stdio(&self, c: &Container, writer: LogWriter) -> Result<(String, String)> {
+        if c.log_path.as_os_str().is_empty() {
+            return Ok((String::new(), String::new()));
+        }
+        if let Some(dir) = c.log_path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(Error::io(format!("create log directory {}", dir.display())))?;
+        }
+        match writer {
+            LogWriter::Shim => {
+                let uri = format!("crilog://{}", c.log_path.display());
+                Ok((uri.clone(), uri))
+            }
+            LogWriter::Berthd => {
+                let log = crilog::open_log(&c.log_path)
+                    .await
+                    .map_err(Error::io(format!("open log {}", c.log_path.display())))?;
+                let log = Arc::new(tokio::sync::Mutex::new(log));
+                let (out, err) = (c.bundle.join("stdout"), c.bundle.join("stderr"));
+                mkfifo(&out)?;
+                mkfifo(&err)?;
+                tokio::spawn(crilog::copy_fifo(out.clone(), "stdout", log.clone()));
+                tokio::spawn(crilog::copy_fifo(err.clone(), "stderr", log));
+                Ok((out.display().to_string(), err.display().to_string()))
+            }
+        }
+    }
+}
+
+fn mkfifo(p: &std::path::Path) -> Result<()> {
+    match nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::Internal(format!("mkfifo {}: {e}", p.display()))),
+    }
+}
+
+/// Reads a shim's own log FIFO into berthd's log, at debug level.
+async fn drain_shim_log(fifo: std::path::PathBuf, id: String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let Ok(rx) = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&fifo) else {
+        return;
+    };
+    let mut lines = tokio::io::BufReader::new(rx).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        tracing::debug!(container = %id, "shim: {l}");
+    }
+}

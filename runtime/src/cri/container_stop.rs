@@ -1,0 +1,85 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::cri::{StopContainerRequest, StopContainerResponse};
+
+use super::Cri;
+use crate::error::{Error, Result};
+use crate::store::container::State;
+
+const SIGKILL: u32 = 9;
+
+impl Cri {
+    /// Stops a running container: its stop signal (the image's, else SIGTERM), then SIGKILL after
+    /// `timeout` seconds. Stopping a container that is not running, or unknown, succeeds.
+    pub async fn stop_container(self: &Arc<Self>, req: StopContainerRequest) -> Result<StopContainerResponse> {
+        let Some(id) = self.containers().resolve(&req.container_id)? else {
+            return Ok(StopContainerResponse {});
+        };
+        self.stop_container_id(&id, req.timeout).await?;
+        Ok(StopContainerResponse {})
+    }
+
+    pub(crate) async fn stop_container_id(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
+        let c = self.container(id)?;
+        if c.state != State::Running {
+            return Ok(());
+        }
+        let shim = self.shim(&c.shim_address, id).await?;
+        let signal = self.stop_signal(&c);
+        if timeout_s > 0 {
+            if let Err(e) = shim.kill(id, signal, false).await {
+                tracing::debug!(id, error = %e, "stop signal not delivered");
+            }
+            if self.wait_exited(id, Duration::from_secs(timeout_s as u64)).await {
+                return Ok(());
+            }
+        }
+        match shim.kill(id, SIGKILL, true).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if !self.wait_exited(id, Duration::from_secs(30)).await {
+            return Err(Error::Internal(format!("container {id} did not exit after SIGKILL")));
+        }
+        Ok(())
+    }
+
+    fn stop_signal(&self, c: &crate::store::container::Container) -> u32 {
+        let name = self
+            .images
+            .get(&c.image_id)
+            .ok()
+            .flatten()
+            .and_then(|i| i.config.config.and_then(|r| r.stop_signal))
+            .unwrap_or_default();
+        let name = name.trim_start_matches("SIG");
+        match name.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => match name {
+                "HUP" => 1,
+                "INT" => 2,
+                "QUIT" => 3,
+                "KILL" => 9,
+                "USR1" => 10,
+                "USR2" => 12,
+                "WINCH" => 28,
+                _ => 15,
+            },
+        }
+    }
+
+    /// Polls until the container is recorded Exited, up to `limit`.
+    async fn wait_exited(&self, id: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.containers().get(id).is_none_or(|c| c.state == State::Exited) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

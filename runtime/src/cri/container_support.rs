@@ -1,0 +1,103 @@
+//! Shared pieces of the container RPCs: finding handlers and shims, waiting for exits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Cri;
+use crate::config::Handler;
+use crate::error::{Error, Result};
+use crate::shim_client::ShimClient;
+use crate::store::container::{Container, State};
+use crate::store::now_ns;
+
+impl Cri {
+    /// The handler for a pod's `runtime_handler` (empty: the default).
+    pub(crate) fn handler(&self, name: &str) -> Result<(String, Handler)> {
+        let name = if name.is_empty() {
+            self.config.runtime.default_handler.as_str()
+        } else {
+            name
+        };
+        self.config
+            .runtime
+            .handlers
+            .get(name)
+            .map(|h| (name.to_string(), h.clone()))
+            .ok_or_else(|| Error::NotFound(format!("runtime handler {name:?} is not configured")))
+    }
+
+    /// Finds a shim binary: an absolute path as is, else beside berthd (and one level up, where
+    /// cargo puts binaries next to test executables), else on PATH.
+    pub(crate) fn shim_binary(&self, shim: &str) -> Result<PathBuf> {
+        let p = PathBuf::from(shim);
+        if p.is_absolute() {
+            return Ok(p);
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            for dir in exe.ancestors().skip(1).take(2) {
+                let c = dir.join(shim);
+                if c.is_file() {
+                    return Ok(c);
+                }
+            }
+        }
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let c = dir.join(shim);
+            if c.is_file() {
+                return Ok(c);
+            }
+        }
+        Err(Error::FailedPrecondition(format!(
+            "shim binary {shim:?} not found beside berthd or on PATH"
+        )))
+    }
+
+    /// A connection to the shim at `address`, made once and shared.
+    pub(crate) async fn shim(&self, address: &str, id: &str) -> Result<ShimClient> {
+        if let Some(c) = self.shims.lock().await.get(address) {
+            return Ok(c.clone());
+        }
+        let c = ShimClient::connect(address, id).await?;
+        self.shims.lock().await.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    pub(crate) fn events_socket(&self) -> PathBuf {
+        self.config.state.join("events.sock")
+    }
+
+    /// Records an exit once (the waiter and the shim's event may both report it).
+    pub(crate) fn record_exit(&self, id: &str, status: u32, at_ns: i64) {
+        let mut store = self.containers();
+        let Some(mut c) = store.get(id).cloned() else { return };
+        if c.state == State::Exited {
+            return;
+        }
+        c.exited(status, if at_ns > 0 { at_ns } else { now_ns() });
+        tracing::info!(id, exit_code = c.exit_code, "container exited");
+        if let Err(e) = store.put(c) {
+            tracing::error!(id, error = %e, "cannot record container exit");
+        }
+    }
+
+    /// Waits in the background for the container's process to exit and records it.
+    pub(crate) fn watch_exit(self: &Arc<Self>, c: &Container, shim: ShimClient) {
+        let this = self.clone();
+        let id = c.id.clone();
+        tokio::spawn(async move {
+            match shim.wait(&id, "").await {
+                Ok(w) => {
+                    let at = w
+                        .exited_at
+                        .as_ref()
+                        .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                        .unwrap_or(0);
+                    this.record_exit(&id, w.exit_status, at);
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "lost the wait on a container; its shim will report the exit")
+                }
+            }
+        });
+    }
+}

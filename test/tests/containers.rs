@@ -1,0 +1,388 @@
+//! Containers for real, as root: runc driven through a shim v2 binary, CRI logs, exit codes, stop
+//! with timeout then SIGKILL, removal leaving nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_proto::cri::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
+    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, ListContainersRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+};
+use berth_proto::tonic::Code;
+use berth_test::{Daemon, registry, require_root};
+
+const CGROUP_PARENT: &str = "/berth-test";
+
+fn pod(name: &str, logs: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: CGROUP_PARENT.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        // kubelet's default: a PID namespace of the container's own.
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    d: Daemon,
+    pod_id: String,
+    pod_cfg: PodSandboxConfig,
+    logs: PathBuf,
+    image: String,
+}
+
+async fn setup(handler: &str) -> Setup {
+    let d = Daemon::start().await.unwrap();
+    let image = registry::image("busybox:latest");
+    d.images()
+        .await
+        .unwrap()
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let logs = d.dir.path().join("logs");
+    let pod_cfg = pod("app", &logs);
+    let pod_id = d
+        .runtime()
+        .await
+        .unwrap()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    Setup {
+        d,
+        pod_id,
+        pod_cfg,
+        logs,
+        image,
+    }
+}
+
+impl Setup {
+    async fn create(&self, cfg: ContainerConfig) -> Result<String, berth_proto::tonic::Status> {
+        self.d
+            .runtime()
+            .await
+            .unwrap()
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+                config: Some(cfg),
+                sandbox_config: Some(self.pod_cfg.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn status(&self, id: &str) -> berth_proto::cri::ContainerStatus {
+        self.d
+            .runtime()
+            .await
+            .unwrap()
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    async fn wait_state(&self, id: &str, state: ContainerState) -> berth_proto::cri::ContainerStatus {
+        let t0 = Instant::now();
+        loop {
+            let s = self.status(id).await;
+            if s.state == state as i32 {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "container {id} never reached {state:?}: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// PIDs of processes whose working directory is under `dir` (shims run in their bundles).
+fn processes_in(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(dir)))
+        .collect()
+}
+
+fn remove_test_cgroups() {
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
+    }
+}
+
+async fn lifecycle(handler: &str) {
+    let s = setup(handler).await;
+    let mut rt = s.d.runtime().await.unwrap();
+
+    // A container that prints to both streams and exits 3.
+    let id = s
+        .create(container(
+            "printer",
+            &s.image,
+            &["sh", "-c", "echo hello; echo oops >&2; exit 3"],
+        ))
+        .await
+        .unwrap();
+    let st = s.status(&id).await;
+    assert_eq!(st.state, ContainerState::ContainerCreated as i32);
+    assert!(st.created_at > 0 && st.started_at == 0);
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let st = s.wait_state(&id, ContainerState::ContainerExited).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    assert!(
+        st.started_at >= st.created_at && st.finished_at >= st.started_at,
+        "{st:?}"
+    );
+    assert_eq!(st.log_path, s.logs.join("printer.log").display().to_string());
+    assert_eq!(st.image.unwrap().image, s.image);
+    assert!(st.image_ref.starts_with("sha256:"));
+    let log = wait_for_log(&s.logs.join("printer.log"), 2).await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().any(|l| l.ends_with(" stdout F hello")), "{log}");
+    assert!(lines.iter().any(|l| l.ends_with(" stderr F oops")), "{log}");
+    for l in &lines {
+        let ts = l.split(' ').next().unwrap();
+        assert!(
+            ts.len() == 30 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "RFC3339Nano timestamp: {l}"
+        );
+    }
+    // Starting it again is refused.
+    let err = rt
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // A long runner: refused removal while running; stop with timeout, then SIGKILL (sh as PID 1
+    // ignores SIGTERM); exit 137.
+    let sleeper = s
+        .create(container("sleeper", &s.image, &["sleep", "1000"]))
+        .await
+        .unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: sleeper.clone(),
+    })
+    .await
+    .unwrap();
+    let st = s.wait_state(&sleeper, ContainerState::ContainerRunning).await;
+    assert!(st.started_at > 0);
+    let err = rt
+        .remove_container(RemoveContainerRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let t0 = Instant::now();
+    rt.stop_container(StopContainerRequest {
+        container_id: sleeper.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(900), "waited the grace period");
+    let st = s.status(&sleeper).await;
+    assert_eq!((st.state, st.exit_code), (ContainerState::ContainerExited as i32, 137));
+
+    // Names are unique per pod.
+    let err = s.create(container("sleeper", &s.image, &["true"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let all = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|c| c.pod_sandbox_id == s.pod_id));
+
+    for id in [&id, &sleeper] {
+        rt.remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let err = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        mounts_under(s.d.dir.path()).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(s.d.dir.path())
+    );
+    wait_no_processes(&s.d.config.state).await;
+    assert!(!s.d.config.state.join("containers").join(&id).exists());
+    remove_test_cgroups();
+}
+
+async fn wait_for_log(path: &Path, lines: usize) -> String {
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= lines || t0.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_no_processes(dir: &Path) {
+    let t0 = Instant::now();
+    while !processes_in(dir).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "processes left in {}: {:?}",
+            dir.display(),
+            processes_in(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_with_containerd_shim_runc_v2() {
+    require_root!();
+    registry::require().await;
+    lifecycle("runc-containerd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_errors_leave_nothing() {
+    require_root!();
+    registry::require().await;
+    let s = setup("runc-containerd").await;
+    let err = s
+        .create(container("x", &registry::image("not-pulled:latest"), &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let mut bad = container("y", &s.image, &["true"]);
+    bad.metadata = None;
+    assert_eq!(s.create(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    let mut user = container("z", &s.image, &["true"]);
+    user.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .run_as_username = "nobody-in-this-image".into();
+    assert_eq!(s.create(user).await.unwrap_err().code(), Code::InvalidArgument);
+    let containers = s.d.config.state.join("containers");
+    assert_eq!(
+        std::fs::read_dir(&containers).map(|r| r.count()).unwrap_or(0),
+        0,
+        "no bundle left"
+    );
+    assert!(mounts_under(&containers).is_empty());
+    // The failed names are free again.
+    let id = s.create(container("z", &s.image, &["true"])).await.unwrap();
+    let mut rt = s.d.runtime().await.unwrap();
+    rt.remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+}
