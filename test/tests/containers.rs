@@ -386,3 +386,61 @@ async fn create_errors_leave_nothing() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_survive_a_daemon_restart() {
+    require_root!();
+    registry::require().await;
+    let mut s = setup("runc-containerd").await;
+    let long = s.create(container("long", &s.image, &["sleep", "1000"])).await.unwrap();
+    let short = s
+        .create(container(
+            "short",
+            &s.image,
+            &["sh", "-c", "sleep 1; echo done; exit 7"],
+        ))
+        .await
+        .unwrap();
+    let mut rt = s.d.runtime().await.unwrap();
+    for id in [&long, &short] {
+        rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let pid_before = s.wait_state(&long, ContainerState::ContainerRunning).await.started_at;
+    drop(rt);
+    // berthd goes away while both run; "short" exits while it is gone.
+    s.d.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.d.restart().await.unwrap();
+    let st = s.wait_state(&short, ContainerState::ContainerExited).await;
+    assert_eq!(
+        st.exit_code, 7,
+        "an exit that happened while berthd was down is reported"
+    );
+    let st = s.status(&long).await;
+    assert_eq!(
+        st.state,
+        ContainerState::ContainerRunning as i32,
+        "still running after the restart"
+    );
+    assert_eq!(st.started_at, pid_before);
+    let mut rt = s.d.runtime().await.unwrap();
+    rt.stop_container(StopContainerRequest {
+        container_id: long.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.status(&long).await.exit_code, 137);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(mounts_under(s.d.dir.path()).is_empty());
+    wait_no_processes(&s.d.config.state).await;
+    remove_test_cgroups();
+}
