@@ -13,6 +13,7 @@ pub enum Kind {
     FailedPrecondition,
     Unauthenticated,
     Unavailable,
+    DeadlineExceeded,
     DataLoss,
     Unimplemented,
     Internal,
@@ -32,6 +33,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Net(#[from] berth_cni::Error),
     #[error("berth does not implement {0} yet")]
@@ -68,6 +71,7 @@ impl Error {
             Error::AlreadyExists(_) => Kind::AlreadyExists,
             Error::FailedPrecondition(_) => Kind::FailedPrecondition,
             Error::Unavailable(_) => Kind::Unavailable,
+            Error::DeadlineExceeded(_) => Kind::DeadlineExceeded,
             Error::Net(berth_cni::Error::BadHostname(_)) => Kind::InvalidArgument,
             Error::Net(_) => Kind::Internal,
             Error::Unimplemented(_) => Kind::Unimplemented,

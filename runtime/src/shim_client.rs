@@ -156,6 +156,29 @@ impl ShimClient {
         self.call("Wait", &req, None).await
     }
 
+    pub async fn exec(&self, req: &api::ExecProcessRequest) -> Result<()> {
+        self.call::<_, api::Empty>("Exec", req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn kill_exec(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
+        let mut req = api::KillRequest::new();
+        req.id = id.into();
+        req.exec_id = exec_id.into();
+        req.signal = signal;
+        self.call::<_, api::Empty>("Kill", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<api::DeleteResponse> {
+        let mut req = api::DeleteRequest::new();
+        req.id = id.into();
+        req.exec_id = exec_id.into();
+        self.call("Delete", &req, Some(CALL_TIMEOUT)).await
+    }
+
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         let mut req = api::KillRequest::new();
         req.id = id.into();

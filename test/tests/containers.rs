@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_proto::cri::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, ListContainersRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest,
+    ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use berth_proto::tonic::Code;
 use berth_test::{Daemon, registry, require_root};
@@ -251,6 +252,70 @@ async fn lifecycle(handler: &str) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // ExecSync: output, exit code, the container's view, timeouts.
+    let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
+        container_id: sleeper.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let r = rt
+        .exec_sync(exec(&["sh", "-c", "echo hi; echo err >&2; exit 4"], 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"hi\n"[..], &b"err\n"[..], 4)
+    );
+    let r = rt.exec_sync(exec(&["hostname"], 0)).await.unwrap().into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "app",
+        "exec sees the pod's UTS namespace"
+    );
+    let r = rt
+        .exec_sync(exec(&["cat", "/etc/berth-release"], 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "layer3",
+        "exec sees the container's rootfs"
+    );
+    let r = rt
+        .exec_sync(exec(&["sh", "-c", "ps -o pid,comm | grep -c sleep"], 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "1",
+        "the container's own PID namespace"
+    );
+    let t0 = Instant::now();
+    let err = rt.exec_sync(exec(&["sleep", "30"], 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let missing = rt.exec_sync(exec(&["/no/such/binary"], 5)).await;
+    assert!(
+        missing.map(|r| r.into_inner().exit_code != 0).unwrap_or(true),
+        "a missing binary fails"
+    );
+    let err = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            timeout: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "exec into an exited container: {err:?}"
+    );
     let t0 = Instant::now();
     rt.stop_container(StopContainerRequest {
         container_id: sleeper.clone(),

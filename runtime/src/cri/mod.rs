@@ -12,6 +12,7 @@ use crate::store::container::{ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
 mod container_create;
+mod container_exec_sync;
 mod container_list;
 mod container_remove;
 mod container_start;

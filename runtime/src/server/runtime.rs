@@ -135,6 +135,10 @@ impl RuntimeService for RuntimeAdapter {
         rpc!("ContainerStatus", DEBUG, self.0.container_status(req.into_inner()))
     }
 
+    async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        rpc!("ExecSync", DEBUG, self.0.exec_sync(req.into_inner()).await)
+    }
+
     async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> Result<Response<EventStream>, Status> {
         rpc!(
             "GetContainerEvents",
@@ -146,7 +150,6 @@ impl RuntimeService for RuntimeAdapter {
     unimplemented_rpcs! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";

@@ -12,6 +12,7 @@ pub fn code(kind: Kind) -> Code {
         Kind::FailedPrecondition => Code::FailedPrecondition,
         Kind::Unauthenticated => Code::Unauthenticated,
         Kind::Unavailable => Code::Unavailable,
+        Kind::DeadlineExceeded => Code::DeadlineExceeded,
         Kind::DataLoss => Code::DataLoss,
         Kind::Unimplemented => Code::Unimplemented,
         Kind::Internal => Code::Internal,
@@ -112,6 +113,7 @@ mod tests {
             (Error::AlreadyExists("x".into()), Code::AlreadyExists),
             (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (Error::Unavailable("x".into()), Code::Unavailable),
+            (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
             (
                 berth_cni::Error::BadHostname("a_b".into()).into(),
                 Code::InvalidArgument,

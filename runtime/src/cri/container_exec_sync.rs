@@ -1,0 +1,114 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::cri::{ExecSyncRequest, ExecSyncResponse};
+use berth_proto::shim::api;
+use tokio::io::AsyncReadExt as _;
+
+use super::Cri;
+use crate::error::{Error, Result};
+use crate::store::container::State;
+use crate::store::new_id;
+
+/// Output kept per stream; more is dropped (kubelet probes print little).
+const MAX_OUTPUT: usize = 16 << 20;
+
+impl Cri {
+    /// Runs a command in a running container and returns its output and exit code. With a timeout,
+    /// a command still running when it expires is killed and the call fails with DeadlineExceeded.
+    pub async fn exec_sync(self: &Arc<Self>, req: ExecSyncRequest) -> Result<ExecSyncResponse> {
+        if req.cmd.is_empty() {
+            return Err(Error::InvalidArgument("ExecSync: cmd is empty".into()));
+        }
+        let c = self.container(&req.container_id)?;
+        if c.state != State::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", c.id)));
+        }
+        let shim = self.shim(&c.shim_address, &c.id).await?;
+        let exec_id = format!("exec-{}", &new_id()?[..16]);
+        let dir = c.bundle.join(&exec_id);
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let res = self.exec_in(&shim, &c.bundle, &c.id, &exec_id, &dir, &req).await;
+        let _ = shim.delete_exec(&c.id, &exec_id).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        res
+    }
+
+    async fn exec_in(
+        &self,
+        shim: &crate::shim_client::ShimClient,
+        bundle: &std::path::Path,
+        id: &str,
+        exec_id: &str,
+        dir: &std::path::Path,
+        req: &ExecSyncRequest,
+    ) -> Result<ExecSyncResponse> {
+        // The exec runs as the container's process does: same user, env, cwd and capabilities.
+        let spec_text = std::fs::read(bundle.join("config.json")).map_err(Error::io("read config.json"))?;
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&spec_text).map_err(|e| Error::Internal(format!("config.json: {e}")))?;
+        let mut process = spec["process"].take();
+        process["args"] = serde_json::json!(req.cmd);
+        process["terminal"] = serde_json::json!(false);
+        let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+        for f in [&out, &err] {
+            nix::unistd::mkfifo(f.as_path(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| Error::Internal(format!("mkfifo {}: {e}", f.display())))?;
+        }
+        let read_out = tokio::spawn(read_fifo(out.clone()));
+        let read_err = tokio::spawn(read_fifo(err.clone()));
+        let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        any.value = serde_json::to_vec(&process).map_err(|e| Error::Internal(format!("encode exec spec: {e}")))?;
+        let mut exec = api::ExecProcessRequest::new();
+        exec.id = id.into();
+        exec.exec_id = exec_id.into();
+        exec.stdout = out.display().to_string();
+        exec.stderr = err.display().to_string();
+        exec.spec = Some(any).into();
+        shim.exec(&exec).await?;
+        shim.start(id, exec_id).await?;
+        let wait = shim.wait(id, exec_id);
+        let waited = if req.timeout > 0 {
+            match tokio::time::timeout(Duration::from_secs(req.timeout as u64), wait).await {
+                Ok(w) => w?,
+                Err(_) => {
+                    let _ = shim.kill_exec(id, exec_id, 9).await;
+                    read_out.abort();
+                    read_err.abort();
+                    return Err(Error::DeadlineExceeded(format!(
+                        "command {:?} timed out after {}s",
+                        req.cmd, req.timeout
+                    )));
+                }
+            }
+        } else {
+            wait.await?
+        };
+        let stdout = tokio::time::timeout(Duration::from_secs(5), read_out)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        let stderr = tokio::time::timeout(Duration::from_secs(5), read_err)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        Ok(ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code: waited.exit_status as i32,
+        })
+    }
+}
+
+/// Everything written to a FIFO until its writers close it.
+async fn read_fifo(path: std::path::PathBuf) -> Vec<u8> {
+    let Ok(rx) = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let _ = rx.take(MAX_OUTPUT as u64).read_to_end(&mut out).await;
+    out
+}
