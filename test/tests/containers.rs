@@ -8,8 +8,8 @@ use berth_proto::cri::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest,
     ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
     ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use berth_proto::tonic::Code;
 use berth_test::{Daemon, registry, require_root};
@@ -506,6 +506,87 @@ async fn containers_survive_a_daemon_restart() {
     .await
     .unwrap();
     assert!(mounts_under(s.d.dir.path()).is_empty());
+    wait_no_processes(&s.d.config.state).await;
+    remove_test_cgroups();
+}
+
+/// The numbers of `line N` entries in CRI log text.
+fn counted_lines(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.split_once(" stdout F line ").and_then(|(_, n)| n.trim().parse().ok()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_rotation_loses_no_line_and_logging_resumes_after_restart() {
+    require_root!();
+    registry::require().await;
+    let mut s = setup("runc-containerd").await;
+    let counter = [
+        "sh",
+        "-c",
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.02; done",
+    ];
+    let id = s.create(container("counter", &s.image, &counter)).await.unwrap();
+    let mut rt = s.d.runtime().await.unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let log = s.logs.join("counter.log");
+    wait_for_log(&log, 5).await;
+    // kubelet's rotation: rename, then ask the runtime to reopen.
+    let rotated = s.logs.join("counter.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_for_log(&log, 5).await;
+    // berthd goes away and comes back: the output waits in the FIFO and is copied afterwards.
+    drop(rt);
+    s.d.restart().await.unwrap();
+    let before = std::fs::read_to_string(&log).unwrap().lines().count();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&log).unwrap().lines().count() < before + 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "logging did not resume after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut rt = s.d.runtime().await.unwrap();
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let mut all = counted_lines(&std::fs::read_to_string(&rotated).unwrap());
+    let first_len = all.len();
+    all.extend(counted_lines(&std::fs::read_to_string(&log).unwrap()));
+    assert!(
+        first_len >= 5 && all.len() > first_len + 5,
+        "{first_len} then {}",
+        all.len()
+    );
+    for (i, n) in all.iter().enumerate() {
+        assert_eq!(*n, i as u64, "lines are consecutive across rotation and restart");
+    }
+    let err = rt
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "not running any more");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
     wait_no_processes(&s.d.config.state).await;
     remove_test_cgroups();
 }

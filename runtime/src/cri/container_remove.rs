@@ -44,6 +44,7 @@ impl Cri {
                 Err(e) => tracing::warn!(id, error = %e, "shim unreachable while removing; cleaning up anyway"),
             }
         }
+        self.logs.lock().await.remove(id);
         self.cleanup_bundle(&c.bundle, &c.snapshot).await;
         self.containers().delete(id)?;
         tracing::info!(id, "container removed");

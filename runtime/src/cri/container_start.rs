@@ -44,7 +44,7 @@ impl Cri {
         // containerd's shims write their own log to a FIFO in the bundle, which the host must hold open.
         let shim_log = c.bundle.join("log");
         mkfifo(&shim_log)?;
-        tokio::spawn(drain_shim_log(shim_log, c.id.clone()));
+        self.drain_shim_log(c);
 
         let (stdout, stderr) = self.task_stdio(c, handler.log_writer).await?;
         let address = shim_client::launch(&shim_bin, &c.bundle, &c.id, &self.events_socket()).await?;
@@ -94,18 +94,31 @@ impl Cri {
                 Ok((uri.clone(), uri))
             }
             LogWriter::Berthd => {
-                let log = crilog::open_log(&c.log_path)
-                    .await
-                    .map_err(Error::io(format!("open log {}", c.log_path.display())))?;
-                let log = Arc::new(tokio::sync::Mutex::new(log));
                 let (out, err) = (c.bundle.join("stdout"), c.bundle.join("stderr"));
                 mkfifo(&out)?;
                 mkfifo(&err)?;
-                tokio::spawn(crilog::copy_fifo(out.clone(), "stdout", log.clone()));
-                tokio::spawn(crilog::copy_fifo(err.clone(), "stderr", log));
+                self.copy_output(c).await?;
                 Ok((out.display().to_string(), err.display().to_string()))
             }
         }
+    }
+
+    /// Copies a container's output FIFOs into its CRI log (containerd shims); also after a restart,
+    /// for containers that kept running while berthd was away (their output waited in the FIFOs).
+    pub(crate) async fn copy_output(&self, c: &Container) -> Result<()> {
+        let log = crilog::open_log(&c.log_path)
+            .await
+            .map_err(Error::io(format!("open log {}", c.log_path.display())))?;
+        let log = Arc::new(tokio::sync::Mutex::new(log));
+        self.logs.lock().await.insert(c.id.clone(), log.clone());
+        tokio::spawn(crilog::copy_fifo(c.bundle.join("stdout"), "stdout", log.clone()));
+        tokio::spawn(crilog::copy_fifo(c.bundle.join("stderr"), "stderr", log));
+        Ok(())
+    }
+
+    /// Keeps reading a containerd shim's own log FIFO (it dies if no one does).
+    pub(crate) fn drain_shim_log(&self, c: &Container) {
+        tokio::spawn(drain_shim_log(c.bundle.join("log"), c.id.clone()));
     }
 }
 

@@ -14,6 +14,7 @@ use crate::store::sandbox::SandboxStore;
 mod container_create;
 mod container_exec_sync;
 mod container_list;
+mod container_reopen_log;
 mod container_remove;
 mod container_start;
 pub mod container_status;
@@ -57,6 +58,8 @@ pub struct Cri {
     containers: Mutex<ContainerStore>,
     /// Connections to shims, by address.
     pub(crate) shims: tokio::sync::Mutex<std::collections::HashMap<String, ShimClient>>,
+    /// Open CRI log files berthd writes (for shims that hand it FIFOs), by container ID.
+    pub(crate) logs: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<tokio::fs::File>>>>,
     /// The lowest oom_score_adj containers may get on this host.
     pub(crate) oom_floor: i32,
 }
@@ -78,6 +81,7 @@ impl Cri {
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
             shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             oom_floor: crate::oom::floor(),
         })
     }
@@ -118,7 +122,17 @@ impl Cri {
                             .unwrap_or(0);
                         self.record_exit(&c.id, st.exit_status, at);
                     }
-                    Ok(_) => self.watch_exit(&c, shim),
+                    Ok(_) => {
+                        if self.handler(&c.handler).is_ok_and(|(_, h)| h.log_writer == crate::config::LogWriter::Berthd) {
+                            self.drain_shim_log(&c);
+                            if !c.log_path.as_os_str().is_empty() {
+                                if let Err(e) = self.copy_output(&c).await {
+                                    tracing::warn!(id = %c.id, error = %e, "cannot resume copying container output");
+                                }
+                            }
+                        }
+                        self.watch_exit(&c, shim)
+                    }
                     Err(e) => {
                         tracing::warn!(id = %c.id, error = %e, "running container unknown to its shim");
                         self.record_exit(&c.id, 255, 0);

@@ -139,6 +139,10 @@ impl RuntimeService for RuntimeAdapter {
         rpc!("ExecSync", DEBUG, self.0.exec_sync(req.into_inner()).await)
     }
 
+    async fn reopen_container_log(&self, req: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        rpc!("ReopenContainerLog", INFO, self.0.reopen_container_log(req.into_inner()).await)
+    }
+
     async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> Result<Response<EventStream>, Status> {
         rpc!(
             "GetContainerEvents",
@@ -149,7 +153,6 @@ impl RuntimeService for RuntimeAdapter {
 
     unimplemented_rpcs! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
