@@ -14,8 +14,8 @@ use crate::store::sandbox::SandboxStore;
 mod container_create;
 mod container_exec_sync;
 mod container_list;
-mod container_reopen_log;
 mod container_remove;
+mod container_reopen_log;
 mod container_start;
 pub mod container_status;
 mod container_stop;
@@ -123,12 +123,15 @@ impl Cri {
                         self.record_exit(&c.id, st.exit_status, at);
                     }
                     Ok(_) => {
-                        if self.handler(&c.handler).is_ok_and(|(_, h)| h.log_writer == crate::config::LogWriter::Berthd) {
+                        if self
+                            .handler(&c.handler)
+                            .is_ok_and(|(_, h)| h.log_writer == crate::config::LogWriter::Berthd)
+                        {
                             self.drain_shim_log(&c);
-                            if !c.log_path.as_os_str().is_empty() {
-                                if let Err(e) = self.copy_output(&c).await {
-                                    tracing::warn!(id = %c.id, error = %e, "cannot resume copying container output");
-                                }
+                            if !c.log_path.as_os_str().is_empty()
+                                && let Err(e) = self.copy_output(&c).await
+                            {
+                                tracing::warn!(id = %c.id, error = %e, "cannot resume copying container output");
                             }
                         }
                         self.watch_exit(&c, shim)

@@ -139,8 +139,15 @@ impl RuntimeService for RuntimeAdapter {
         rpc!("ExecSync", DEBUG, self.0.exec_sync(req.into_inner()).await)
     }
 
-    async fn reopen_container_log(&self, req: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        rpc!("ReopenContainerLog", INFO, self.0.reopen_container_log(req.into_inner()).await)
+    async fn reopen_container_log(
+        &self,
+        req: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        rpc!(
+            "ReopenContainerLog",
+            INFO,
+            self.0.reopen_container_log(req.into_inner()).await
+        )
     }
 
     async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> Result<Response<EventStream>, Status> {
