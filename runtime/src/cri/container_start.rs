@@ -48,6 +48,14 @@ impl Cri {
 
         let (stdout, stderr) = self.task_stdio(c, handler.log_writer).await?;
         let address = shim_client::launch(&shim_bin, &c.bundle, &c.id, &self.events_socket()).await?;
+        // Remember the shim at once, so removal reaches it even if the task never starts.
+        {
+            let mut store = self.containers();
+            if let Some(mut rec) = store.get(&c.id).cloned() {
+                rec.shim_address = address.clone();
+                store.put(rec)?;
+            }
+        }
         let shim = self.shim(&address, &c.id).await?;
 
         let mut opts = berth_proto::shim::shim::oci::Options::new();
@@ -69,7 +77,6 @@ impl Cri {
         let started = shim.start(&c.id, "").await?;
 
         let mut rec = self.container(&c.id)?;
-        rec.shim_address = address;
         rec.start(started.pid, now_ns())?;
         self.containers().put(rec.clone())?;
         self.watch_exit(&rec, shim);
