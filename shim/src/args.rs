@@ -82,7 +82,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<(Flags, Action),
             "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                 let value = match inline {
                     Some(v) => v,
-                    None => it.next().ok_or_else(|| ArgsError(format!("flag needs an argument: -{name}")))?,
+                    None => it
+                        .next()
+                        .ok_or_else(|| ArgsError(format!("flag needs an argument: -{name}")))?,
                 };
                 let slot = match name {
                     "namespace" => &mut flags.namespace,
@@ -97,7 +99,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<(Flags, Action),
             _ => return Err(ArgsError(format!("flag provided but not defined: -{name}"))),
         }
     }
-    let action = if version { Action::Version } else { action.unwrap_or(Action::Serve) };
+    let action = if version {
+        Action::Version
+    } else {
+        action.unwrap_or(Action::Serve)
+    };
     if matches!(action, Action::Start | Action::Delete) {
         for (name, value) in [("namespace", &flags.namespace), ("id", &flags.id)] {
             if value.is_empty() {
@@ -119,8 +125,16 @@ mod tests {
     #[test]
     fn containerd_start_line() {
         let (f, a) = p(&[
-            "-namespace", "k8s.io", "-address", "/run/berth/berth.sock", "-publish-binary", "/usr/bin/berthd",
-            "-id", "c1", "-debug", "start",
+            "-namespace",
+            "k8s.io",
+            "-address",
+            "/run/berth/berth.sock",
+            "-publish-binary",
+            "/usr/bin/berthd",
+            "-id",
+            "c1",
+            "-debug",
+            "start",
         ])
         .unwrap();
         assert_eq!(a, Action::Start);
@@ -135,7 +149,10 @@ mod tests {
     fn equals_double_dash_and_serve() {
         let (f, a) = p(&["--namespace=ns", "-id=x", "-socket", "/s", "-debug=false"]).unwrap();
         assert_eq!(a, Action::Serve);
-        assert_eq!((f.namespace.as_str(), f.id.as_str(), f.socket.as_str(), f.debug), ("ns", "x", "/s", false));
+        assert_eq!(
+            (f.namespace.as_str(), f.id.as_str(), f.socket.as_str(), f.debug),
+            ("ns", "x", "/s", false)
+        );
     }
 
     #[test]
@@ -149,7 +166,17 @@ mod tests {
     fn errors() {
         assert!(p(&["-bogus", "start"]).unwrap_err().0.contains("not defined: -bogus"));
         assert!(p(&["-namespace"]).unwrap_err().0.contains("needs an argument"));
-        assert!(p(&["-namespace", "n", "start"]).unwrap_err().0.contains("-id is required"));
-        assert!(p(&["-namespace", "n", "-id", "c", "launch"]).unwrap_err().0.contains("unknown action"));
+        assert!(
+            p(&["-namespace", "n", "start"])
+                .unwrap_err()
+                .0
+                .contains("-id is required")
+        );
+        assert!(
+            p(&["-namespace", "n", "-id", "c", "launch"])
+                .unwrap_err()
+                .0
+                .contains("unknown action")
+        );
     }
 }

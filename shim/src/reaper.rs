@@ -38,8 +38,20 @@ impl Exit {
     /// Maps a wait status to an exit, or `None` for statuses that are not exits (stop, continue).
     fn from_wait(status: WaitStatus, at: SystemTime) -> Option<(i32, Exit)> {
         match status {
-            WaitStatus::Exited(pid, code) => Some((pid.as_raw(), Exit { status: code as u32, at })),
-            WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), Exit { status: 128 + sig as u32, at })),
+            WaitStatus::Exited(pid, code) => Some((
+                pid.as_raw(),
+                Exit {
+                    status: code as u32,
+                    at,
+                },
+            )),
+            WaitStatus::Signaled(pid, sig, _) => Some((
+                pid.as_raw(),
+                Exit {
+                    status: 128 + sig as u32,
+                    at,
+                },
+            )),
             _ => None,
         }
     }
@@ -92,11 +104,6 @@ impl Reaper {
         rx
     }
 
-    /// Forgets a subscription (for a process whose exit no longer matters).
-    pub fn unsubscribe(&self, pid: i32) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).waiters.remove(&pid);
-    }
-
     /// Reaps every child that has exited and dispatches the exits.
     fn reap_all(&self) {
         loop {
@@ -123,7 +130,9 @@ impl Reaper {
             return;
         }
         log::debug!("reaped pid {pid} (status {}) before anyone asked", exit.status);
-        inner.unclaimed.retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
+        inner
+            .unclaimed
+            .retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
         inner.unclaimed.insert(pid, (exit, now));
     }
 }
@@ -134,13 +143,19 @@ mod tests {
     use nix::sys::signal::Signal;
 
     fn exit(status: u32) -> Exit {
-        Exit { status, at: SystemTime::UNIX_EPOCH }
+        Exit {
+            status,
+            at: SystemTime::UNIX_EPOCH,
+        }
     }
 
     #[test]
     fn wait_status_mapping() {
         let at = SystemTime::UNIX_EPOCH;
-        assert_eq!(Exit::from_wait(WaitStatus::Exited(Pid::from_raw(7), 3), at), Some((7, exit(3))));
+        assert_eq!(
+            Exit::from_wait(WaitStatus::Exited(Pid::from_raw(7), 3), at),
+            Some((7, exit(3)))
+        );
         assert_eq!(
             Exit::from_wait(WaitStatus::Signaled(Pid::from_raw(8), Signal::SIGKILL, false), at),
             Some((8, exit(137)))

@@ -56,6 +56,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether runc failed because the container does not exist (already deleted).
+    pub fn is_missing(&self) -> bool {
+        self.stderr().is_some_and(|s| s.contains("does not exist"))
+    }
+
     /// The command's error output (runc's log messages for `create` and `exec`), if it ran and failed.
     pub fn stderr(&self) -> Option<&str> {
         match self {
@@ -105,7 +110,11 @@ pub struct Runc {
 
 impl Runc {
     pub fn new(config: Config, bundle: &Path, reaper: Arc<Reaper>) -> Runc {
-        Runc { config, log: bundle.join("log.json"), reaper }
+        Runc {
+            config,
+            log: bundle.join("log.json"),
+            reaper,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -114,7 +123,13 @@ impl Runc {
 
     /// `runc create`: makes the container and its init process (stopped before the user's program).
     pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: Stdio) -> Result<()> {
-        let mut args = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into()];
+        let mut args = vec![
+            "create".into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+        ];
         if self.config.no_pivot_root {
             args.push("--no-pivot".into());
         }
@@ -166,7 +181,12 @@ impl Runc {
 
     /// `runc update --resources <file> <id>`, the file holding OCI `LinuxResources` JSON.
     pub async fn update(&self, id: &str, resources_file: &Path) -> Result<()> {
-        self.run(vec!["update".into(), "--resources".into(), resources_file.into(), id.into()], None).await.map(drop)
+        self.run(
+            vec!["update".into(), "--resources".into(), resources_file.into(), id.into()],
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     fn global_args(&self) -> Vec<OsString> {
@@ -195,21 +215,31 @@ impl Runc {
         let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let captured = match stdio {
             Some(s) => {
-                cmd.stdin(StdStdio::from(s.stdin)).stdout(StdStdio::from(s.stdout)).stderr(StdStdio::from(s.stderr));
+                cmd.stdin(StdStdio::from(s.stdin))
+                    .stdout(StdStdio::from(s.stdout))
+                    .stderr(StdStdio::from(s.stderr));
                 None
             }
             None => {
-                let io_err = |source| Error::Io { path: "pipe".into(), source };
+                let io_err = |source| Error::Io {
+                    path: "pipe".into(),
+                    source,
+                };
                 let (out_r, out_w) = pipe().map_err(io_err)?;
                 let (err_r, err_w) = pipe().map_err(io_err)?;
-                cmd.stdin(StdStdio::null()).stdout(StdStdio::from(out_w)).stderr(StdStdio::from(err_w));
+                cmd.stdin(StdStdio::null())
+                    .stdout(StdStdio::from(out_w))
+                    .stderr(StdStdio::from(err_w));
                 Some((out_r, err_r))
             }
         };
 
         // No await between spawning and subscribing: the reaper cannot run in between.
         let since = Instant::now();
-        let child = cmd.spawn().map_err(|source| Error::Spawn { binary: binary.clone(), source })?;
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            binary: binary.clone(),
+            source,
+        })?;
         let exit = self.reaper.subscribe(child.id() as i32, since);
         // Close our copies of the child's ends, so the pipes reach EOF when it exits.
         drop(cmd);
@@ -217,24 +247,51 @@ impl Runc {
 
         let (status, stdout, stderr) = match captured {
             None => {
-                let exit = exit.await.map_err(|_| Error::Lost { binary: binary.clone(), command: command.clone() })?;
-                let stderr = if exit.status == 0 { String::new() } else { read_log_messages(&self.log, log_offset) };
+                let exit = exit.await.map_err(|_| Error::Lost {
+                    binary: binary.clone(),
+                    command: command.clone(),
+                })?;
+                let stderr = if exit.status == 0 {
+                    String::new()
+                } else {
+                    read_log_messages(&self.log, log_offset)
+                };
                 (exit.status, String::new(), stderr)
             }
             Some((out_r, err_r)) => {
+                let mut exit = exit;
                 let reading = async { tokio::join!(read_limited(out_r), read_limited(err_r)) };
                 tokio::pin!(reading);
                 let mut output = None;
                 let exit = tokio::select! {
-                    e = &mut *exit.into_future_boxed() => e,
-                    o = &mut reading => { output = Some(o); exit_placeholder() }
+                    e = &mut exit => e,
+                    o = &mut reading => {
+                        output = Some(o);
+                        (&mut exit).await
+                    }
                 };
-                let _ = (exit, output);
-                unreachable!()
+                let exit = exit.map_err(|_| Error::Lost {
+                    binary: binary.clone(),
+                    command: command.clone(),
+                })?;
+                let (stdout, mut stderr) = match output {
+                    Some(o) => o,
+                    None => tokio::time::timeout(OUTPUT_GRACE, reading).await.unwrap_or_default(),
+                };
+                if exit.status != 0 && stderr.trim().is_empty() {
+                    stderr = read_log_messages(&self.log, log_offset);
+                }
+                (exit.status, stdout, stderr)
             }
         };
         if status != 0 {
-            return Err(Error::CommandFailed { binary, command, status, stdout, stderr });
+            return Err(Error::CommandFailed {
+                binary,
+                command,
+                status,
+                stdout,
+                stderr,
+            });
         }
         Ok(stdout)
     }
@@ -310,7 +367,10 @@ mod tests {
             stdout: String::new(),
             stderr: "container not running\n".into(),
         };
-        assert_eq!(e.to_string(), "`runc kill c1 9` exited with status 1: container not running");
+        assert_eq!(
+            e.to_string(),
+            "`runc kill c1 9` exited with status 1: container not running"
+        );
         let e = Error::CommandFailed {
             binary: "runc".into(),
             command: "start c1".into(),

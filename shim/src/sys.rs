@@ -61,14 +61,23 @@ pub fn kill_with_parent(cmd: &mut Command) {
 /// socket (so a daemon started by hand fails with a clear error instead of adopting a random fd).
 pub fn inherited_listener() -> io::Result<UnixListener> {
     let stat = nix::sys::stat::fstat(LISTENER_FD).map_err(|e| {
-        io::Error::new(io::ErrorKind::NotFound, format!("no listening socket on fd {LISTENER_FD}: {e}"))
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no listening socket on fd {LISTENER_FD}: {e}"),
+        )
     })?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {LISTENER_FD} is not a socket")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {LISTENER_FD} is not a socket"),
+        ));
     }
     // SAFETY: fd 3 is open (fstat succeeded), is a socket, and nothing else in this process uses or
     // closes it: `start` passed it to us for exactly this purpose.
     let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
-    nix::fcntl::fcntl(LISTENER_FD, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    nix::fcntl::fcntl(
+        LISTENER_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
     Ok(UnixListener::from(fd))
 }

@@ -1,0 +1,689 @@
+//! The task service's core: the pod's containers and their processes, driven through runc.
+//!
+//! Semantics follow containerd's `containerd-shim-runc-v2` (see the crate README for the contract).
+//! Methods take and return the generated protobuf messages, and fail with [`Error`]; the ttrpc
+//! adapter in `server::task` only forwards calls and converts errors.
+
+pub mod options;
+pub mod process;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use berth_proto::shim::api;
+use berth_proto::shim::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
+use berth_proto::shim::protobuf::well_known_types::any::Any;
+use berth_proto::shim::protobuf::{Message, MessageField};
+use berth_proto::shim::shim::oci::ProcessDetails;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::io::{ProcessIo, StdioPaths};
+use crate::mount;
+use crate::publisher::Publisher;
+use crate::reaper::{Exit, Reaper};
+use crate::runc::Runc;
+use crate::time::timestamp;
+use options::Defaults;
+use process::{Process, Status};
+
+/// `Update` annotation asking the shim to reopen the container's CRI log file (after kubelet rotated
+/// it: CRI `ReopenContainerLog`).
+pub const REOPEN_LOG_ANNOTATION: &str = "io.berth.shim.reopen-log";
+/// How long `Delete` of a created-but-never-started container waits for its init to be reaped.
+const CREATED_DELETE_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+struct Exec {
+    process: Arc<Process>,
+    /// The OCI process JSON from `Exec`, handed to `runc exec` at `Start`.
+    spec: Vec<u8>,
+}
+
+/// One container of the pod.
+#[derive(Debug)]
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    runc: Runc,
+    init: Arc<Process>,
+    execs: Mutex<HashMap<String, Exec>>,
+    rootfs_mounted: bool,
+}
+
+impl Container {
+    fn execs(&self) -> MutexGuard<'_, HashMap<String, Exec>> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.execs()
+            .get(exec_id)
+            .map(|e| e.process.clone())
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} of container {:?} not found", self.id)))
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// `Create` is running for this id.
+    Creating,
+    Ready(Arc<Container>),
+}
+
+/// The shim's state: every container it runs for its pod.
+#[derive(Debug)]
+pub struct Shim {
+    namespace: String,
+    defaults: Defaults,
+    reaper: Arc<Reaper>,
+    publisher: Arc<Publisher>,
+    containers: Mutex<HashMap<String, Slot>>,
+    shutdown: Notify,
+}
+
+/// Removes a `Creating` reservation unless the create succeeded.
+struct Reservation<'a> {
+    shim: &'a Shim,
+    id: String,
+    done: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shim.containers().remove(&self.id);
+        }
+    }
+}
+
+fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+        return Err(Error::InvalidArgument(format!("invalid {what} {id:?}")));
+    }
+    Ok(())
+}
+
+fn read_pid(path: &Path) -> Result<u32> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        context: "reading the pid file",
+        path: path.into(),
+        source,
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("{}: not a pid: {text:?}", path.display())))
+}
+
+/// Whether the bundle's OCI spec gives the container no pid namespace of its own: then its processes
+/// do not die with init, and the shim kills them all when init exits (as containerd does).
+fn shares_pid_namespace(bundle: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    let own = spec
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.get("type").and_then(|t| t.as_str()) == Some("pid") && n.get("path").is_none())
+        });
+    !own
+}
+
+impl Shim {
+    pub fn new(namespace: String, defaults: Defaults, reaper: Arc<Reaper>, publisher: Arc<Publisher>) -> Shim {
+        Shim {
+            namespace,
+            defaults,
+            reaper,
+            publisher,
+            containers: Mutex::new(HashMap::new()),
+            shutdown: Notify::new(),
+        }
+    }
+
+    fn containers(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn container(&self, id: &str) -> Result<Arc<Container>> {
+        match self.containers().get(id) {
+            Some(Slot::Ready(c)) => Ok(c.clone()),
+            Some(Slot::Creating) => Err(Error::FailedPrecondition(format!("container {id:?} is being created"))),
+            None => Err(Error::not_found("container", id)),
+        }
+    }
+
+    /// Whether the shim runs no container (and no create is under way).
+    pub fn is_empty(&self) -> bool {
+        self.containers().is_empty()
+    }
+
+    /// Resolves when a `Shutdown` has been accepted.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.notified().await
+    }
+
+    pub async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        check_id("container id", &req.id)?;
+        if req.terminal {
+            return Err(Error::Unimplemented(
+                "terminal=true: berth-shim does not support TTYs yet".into(),
+            ));
+        }
+        if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
+            return Err(Error::Unimplemented("berth-shim does not restore checkpoints".into()));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        if !bundle.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "bundle {:?} must be an absolute path",
+                req.bundle
+            )));
+        }
+        let mut reservation = {
+            let mut map = self.containers();
+            if map.contains_key(&req.id) {
+                return Err(Error::AlreadyExists(format!("container {:?} already exists", req.id)));
+            }
+            map.insert(req.id.clone(), Slot::Creating);
+            Reservation {
+                shim: self,
+                id: req.id.clone(),
+                done: false,
+            }
+        };
+
+        let opts = options::decode(req.options.as_ref())?;
+        let config = options::resolve(&opts, &self.defaults, &self.namespace);
+        std::fs::create_dir_all(&config.root).map_err(|source| Error::Io {
+            context: "creating the runtime root",
+            path: config.root.clone(),
+            source,
+        })?;
+        let rootfs_mounted = !req.rootfs.is_empty();
+        options::save(&bundle, &opts, rootfs_mounted)?;
+        let rootfs = bundle.join("rootfs");
+        if rootfs_mounted {
+            mount::mount_all(&req.rootfs, &rootfs)?;
+        }
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+        };
+        let runc = Runc::new(config, &bundle, self.reaper.clone());
+        let started = self.create_init(&req.id, &bundle, &runc, &stdio).await;
+        let (pid, io, exit_rx) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                if rootfs_mounted {
+                    mount::unmount(&rootfs);
+                }
+                return Err(e);
+            }
+        };
+
+        let init = Process::new(&req.id, "", stdio, Status::Created, pid);
+        init.set_io(io);
+        let publisher = self.publisher.clone();
+        let kill_all = shares_pid_namespace(&bundle).then(|| runc.clone());
+        init.monitor(exit_rx, move |p, exit| {
+            publish_exit(&publisher, p, exit);
+            if let Some(runc) = kill_all {
+                let id = p.container_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = runc.kill(&id, Signal::SIGKILL as u32, true).await {
+                        log::debug!("killing what is left of {id}: {e}");
+                    }
+                });
+            }
+        });
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            bundle,
+            runc,
+            init,
+            execs: Mutex::new(HashMap::new()),
+            rootfs_mounted,
+        });
+        self.containers().insert(req.id.clone(), Slot::Ready(container));
+        reservation.done = true;
+        log::info!("created container {} (pid {pid})", req.id);
+        self.publisher.publish(&TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
+            checkpoint: req.checkpoint.clone(),
+            pid,
+            ..Default::default()
+        });
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// Opens the stdio and runs `runc create`; returns the init's pid, its stdio and its exit.
+    async fn create_init(
+        &self,
+        id: &str,
+        bundle: &Path,
+        runc: &Runc,
+        stdio: &StdioPaths,
+    ) -> Result<(u32, ProcessIo, tokio::sync::oneshot::Receiver<Exit>)> {
+        let (fds, io) = ProcessIo::open(stdio)?;
+        let pid_file = bundle.join("init.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let since = Instant::now();
+        let created = runc.create(id, bundle, &pid_file, fds).await;
+        let pid = created.map_err(Error::from).and_then(|()| read_pid(&pid_file));
+        match pid {
+            Ok(pid) => {
+                let exit = self.reaper.subscribe(pid as i32, since);
+                Ok((pid, io, exit))
+            }
+            Err(e) => {
+                if let Err(d) = runc.delete(id, true).await {
+                    log::debug!("cleaning up failed create of {id}: {d}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
+        let c = self.container(&req.id)?;
+        if req.exec_id.is_empty() {
+            let p = c.init.clone();
+            let _op = p.op.lock().await;
+            p.status().start()?;
+            c.runc.start(&c.id).await?;
+            let pid = p.pid();
+            p.set_started(pid)?;
+            log::info!("started container {}", c.id);
+            self.publisher.publish(&TaskStart {
+                container_id: c.id.clone(),
+                pid,
+                ..Default::default()
+            });
+            return Ok(api::StartResponse {
+                pid,
+                ..Default::default()
+            });
+        }
+
+        let (p, spec) = {
+            let execs = c.execs();
+            let e = execs
+                .get(&req.exec_id)
+                .ok_or_else(|| Error::NotFound(format!("exec {:?} of container {:?} not found", req.exec_id, c.id)))?;
+            (e.process.clone(), e.spec.clone())
+        };
+        let _op = p.op.lock().await;
+        p.status().start()?;
+        if c.init.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {:?} is not running",
+                c.id
+            )));
+        }
+        let (pid, io, exit) = self.exec_process(&c, &p.exec_id, &spec, &p.stdio).await?;
+        p.set_io(io);
+        p.set_started(pid)?;
+        let publisher = self.publisher.clone();
+        p.monitor(exit, move |p, exit| publish_exit(&publisher, p, exit));
+        log::info!("started exec {} in container {} (pid {pid})", p.exec_id, c.id);
+        self.publisher.publish(&TaskExecStarted {
+            container_id: c.id.clone(),
+            exec_id: p.exec_id.clone(),
+            pid,
+            ..Default::default()
+        });
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// Runs `runc exec` for an added exec; returns its pid, stdio and exit.
+    async fn exec_process(
+        &self,
+        c: &Container,
+        exec_id: &str,
+        spec: &[u8],
+        stdio: &StdioPaths,
+    ) -> Result<(u32, ProcessIo, tokio::sync::oneshot::Receiver<Exit>)> {
+        let spec_file = c.bundle.join(format!("exec-{exec_id}.json"));
+        let pid_file = c.bundle.join(format!("exec-{exec_id}.pid"));
+        std::fs::write(&spec_file, spec).map_err(|source| Error::Io {
+            context: "writing the exec process spec",
+            path: spec_file.clone(),
+            source,
+        })?;
+        let result = async {
+            let (fds, io) = ProcessIo::open(stdio)?;
+            let since = Instant::now();
+            c.runc.exec(&c.id, &spec_file, &pid_file, fds).await?;
+            let pid = read_pid(&pid_file)?;
+            Ok((pid, io, self.reaper.subscribe(pid as i32, since)))
+        }
+        .await;
+        let _ = std::fs::remove_file(&spec_file);
+        let _ = std::fs::remove_file(&pid_file);
+        result
+    }
+
+    pub async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+        check_id("exec id", &req.exec_id)?;
+        if req.terminal {
+            return Err(Error::Unimplemented(
+                "terminal=true: berth-shim does not support TTYs yet".into(),
+            ));
+        }
+        let c = self.container(&req.id)?;
+        let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        if !serde_json::from_slice::<serde_json::Value>(&spec).is_ok_and(|v| v.is_object()) {
+            return Err(Error::InvalidArgument(
+                "exec spec must be an OCI process as JSON".into(),
+            ));
+        }
+        if let Status::Stopped(_) = c.init.status() {
+            return Err(Error::FailedPrecondition(format!("container {:?} has exited", c.id)));
+        }
+        {
+            let mut execs = c.execs();
+            if execs.contains_key(&req.exec_id) {
+                return Err(Error::AlreadyExists(format!("exec {:?} already exists", req.exec_id)));
+            }
+            let stdio = StdioPaths {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+            };
+            let process = Process::new(&c.id, &req.exec_id, stdio, Status::Added, 0);
+            execs.insert(req.exec_id.clone(), Exec { process, spec });
+        }
+        self.publisher.publish(&TaskExecAdded {
+            container_id: c.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    pub async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
+        let p = self.container(&req.id)?.process(&req.exec_id)?;
+        let exit = p.wait().await;
+        Ok(api::WaitResponse {
+            exit_status: exit.status,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
+    pub async fn kill(&self, req: api::KillRequest) -> Result<()> {
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        p.status().check_kill()?;
+        let finished = || Error::NotFound(format!("process {:?} already finished", p.id()));
+        if req.exec_id.is_empty() {
+            if let Err(e) = c.runc.kill(&c.id, req.signal, req.all).await {
+                let gone = matches!(p.status(), Status::Stopped(_))
+                    || e.stderr()
+                        .is_some_and(|s| s.contains("not running") || s.contains("process already finished"));
+                return Err(if gone { finished() } else { e.into() });
+            }
+        } else {
+            let signal = Signal::try_from(req.signal as i32)
+                .map_err(|_| Error::InvalidArgument(format!("invalid signal {}", req.signal)))?;
+            match kill(Pid::from_raw(p.pid() as i32), signal) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::ESRCH) => return Err(finished()),
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: "signalling exec",
+                        path: p.exec_id.clone().into(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        log::info!("sent signal {} to {}", req.signal, p.id());
+        Ok(())
+    }
+
+    pub async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+        let c = self.container(&req.id)?;
+        if !req.exec_id.is_empty() {
+            let p = c.process(&req.exec_id)?;
+            let _op = p.op.lock().await;
+            p.status().check_delete()?;
+            c.execs().remove(&req.exec_id);
+            p.close_io();
+            let exit = p.exit_or_now();
+            return Ok(delete_response(p.pid(), exit));
+        }
+
+        let p = c.init.clone();
+        let _op = p.op.lock().await;
+        p.status().check_delete()?;
+        let force = p.status() == Status::Created;
+        match c.runc.delete(&c.id, force).await {
+            Err(e) if !e.is_missing() => return Err(e.into()),
+            _ => {}
+        }
+        if force {
+            p.wait_timeout(CREATED_DELETE_WAIT).await;
+        }
+        if c.rootfs_mounted {
+            mount::unmount(&c.bundle.join("rootfs"));
+        }
+        for (_, e) in c.execs().drain() {
+            e.process.close_io();
+        }
+        p.close_io();
+        self.containers().remove(&c.id);
+        let exit = p.exit_or_now();
+        let pid = p.pid();
+        log::info!("deleted container {}", c.id);
+        self.publisher.publish(&TaskDelete {
+            container_id: c.id.clone(),
+            id: c.id.clone(),
+            pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        });
+        Ok(delete_response(pid, exit))
+    }
+
+    pub async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        Ok(p.state_response(&c.bundle.to_string_lossy()))
+    }
+
+    pub async fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
+        let c = self.container(&req.id)?;
+        let mut processes = Vec::new();
+        let running = |p: &Process| matches!(p.status(), Status::Created | Status::Running);
+        if running(&c.init) {
+            processes.push(api::ProcessInfo {
+                pid: c.init.pid(),
+                ..Default::default()
+            });
+        }
+        for (exec_id, e) in c.execs().iter() {
+            if !running(&e.process) || e.process.pid() == 0 {
+                continue;
+            }
+            let details = ProcessDetails {
+                exec_id: exec_id.clone(),
+                ..Default::default()
+            };
+            let info = Any {
+                type_url: "containerd.runc.v1.ProcessDetails".into(),
+                value: details.write_to_bytes().unwrap_or_default(),
+                ..Default::default()
+            };
+            processes.push(api::ProcessInfo {
+                pid: e.process.pid(),
+                info: MessageField::some(info),
+                ..Default::default()
+            });
+        }
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    pub async fn close_io(&self, req: api::CloseIORequest) -> Result<()> {
+        let p = self.container(&req.id)?.process(&req.exec_id)?;
+        if req.stdin {
+            p.with_io(ProcessIo::close_stdin);
+        }
+        Ok(())
+    }
+
+    pub async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
+        let c = self.container(&req.id)?;
+        if req.annotations.contains_key(REOPEN_LOG_ANNOTATION) {
+            let reopened = c.init.with_io(|io| io.reopen_log()).unwrap_or(Ok(false));
+            match reopened {
+                Ok(true) => log::info!("reopened the log of container {}", c.id),
+                Ok(false) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "container {:?} has no crilog:// log",
+                        c.id
+                    )));
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        context: "reopening the log of",
+                        path: c.id.clone().into(),
+                        source,
+                    });
+                }
+            }
+        }
+        let Some(resources) = req.resources.as_ref().filter(|r| !r.value.is_empty()) else {
+            return Ok(());
+        };
+        let _op = c.init.op.lock().await;
+        let file = c.bundle.join("update-resources.json");
+        std::fs::write(&file, &resources.value).map_err(|source| Error::Io {
+            context: "writing resources",
+            path: file.clone(),
+            source,
+        })?;
+        let updated = c.runc.update(&c.id, &file).await;
+        let _ = std::fs::remove_file(&file);
+        updated?;
+        log::info!("updated resources of container {}", c.id);
+        Ok(())
+    }
+
+    pub async fn connect(&self, req: api::ConnectRequest) -> Result<api::ConnectResponse> {
+        let task_pid = self.container(&req.id).map(|c| c.init.pid()).unwrap_or(0);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: concat!("berth-shim ", env!("CARGO_PKG_VERSION")).into(),
+            ..Default::default()
+        })
+    }
+
+    /// Exits the shim once it runs no container; with containers left it does nothing (as containerd's
+    /// shim, which the host asks after every `Delete`).
+    pub async fn shutdown(&self, _req: api::ShutdownRequest) -> Result<()> {
+        if self.is_empty() {
+            log::info!("shutdown requested with no container left");
+            self.shutdown.notify_one();
+        }
+        Ok(())
+    }
+}
+
+fn delete_response(pid: u32, exit: Exit) -> api::DeleteResponse {
+    api::DeleteResponse {
+        pid,
+        exit_status: exit.status,
+        exited_at: MessageField::some(timestamp(exit.at)),
+        ..Default::default()
+    }
+}
+
+fn publish_exit(publisher: &Publisher, p: &Process, exit: Exit) {
+    log::info!(
+        "{} {} exited with status {}",
+        if p.exec_id.is_empty() { "container" } else { "exec" },
+        p.id(),
+        exit.status
+    );
+    publisher.publish(&TaskExit {
+        container_id: p.container_id.clone(),
+        id: p.id().to_string(),
+        pid: p.pid(),
+        exit_status: exit.status,
+        exited_at: MessageField::some(timestamp(exit.at)),
+        ..Default::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(check_id("id", "abc-123").is_ok());
+        for bad in ["", "a/b", ".", ".."] {
+            assert!(matches!(check_id("id", bad), Err(Error::InvalidArgument(_))));
+        }
+    }
+
+    #[test]
+    fn pid_namespace_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |v: serde_json::Value| std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        write(serde_json::json!({"linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}}));
+        assert!(!shares_pid_namespace(dir.path()));
+        write(serde_json::json!({"linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}}));
+        assert!(shares_pid_namespace(dir.path()));
+        write(serde_json::json!({"linux": {"namespaces": [{"type": "mount"}]}}));
+        assert!(shares_pid_namespace(dir.path()));
+    }
+
+    #[test]
+    fn pid_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("init.pid");
+        std::fs::write(&f, "1234").unwrap();
+        assert_eq!(read_pid(&f).unwrap(), 1234);
+        std::fs::write(&f, "x").unwrap();
+        assert!(matches!(read_pid(&f), Err(Error::InvalidArgument(_))));
+        assert!(matches!(read_pid(&dir.path().join("none")), Err(Error::Io { .. })));
+    }
+}
