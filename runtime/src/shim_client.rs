@@ -80,6 +80,9 @@ impl std::fmt::Debug for ShimClient {
     }
 }
 
+/// The Update annotation that asks berth-shim to reopen a container's CRI log.
+pub const REOPEN_LOG_ANNOTATION: &str = "io.berth.shim.reopen-log";
+
 /// Short calls get this long; Wait has none.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -177,6 +180,16 @@ impl ShimClient {
         req.id = id.into();
         req.exec_id = exec_id.into();
         self.call("Delete", &req, Some(CALL_TIMEOUT)).await
+    }
+
+    /// berth-shim's log rotation: an Update carrying this annotation makes it reopen the CRI log.
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let mut req = api::UpdateTaskRequest::new();
+        req.id = id.into();
+        req.annotations.insert(REOPEN_LOG_ANNOTATION.into(), "1".into());
+        self.call::<_, api::Empty>("Update", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
     }
 
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {

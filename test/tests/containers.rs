@@ -411,6 +411,13 @@ async fn lifecycle_with_containerd_shim_runc_v2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_with_berth_shim() {
+    require_root!();
+    registry::require().await;
+    lifecycle("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_errors_leave_nothing() {
     require_root!();
     registry::require().await;
@@ -453,10 +460,21 @@ async fn create_errors_leave_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containers_survive_a_daemon_restart() {
+async fn containers_survive_a_daemon_restart_containerd_shim() {
     require_root!();
     registry::require().await;
-    let mut s = setup("runc-containerd").await;
+    survive_restart("runc-containerd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_survive_a_daemon_restart_berth_shim() {
+    require_root!();
+    registry::require().await;
+    survive_restart("").await;
+}
+
+async fn survive_restart(handler: &str) {
+    let mut s = setup(handler).await;
     let long = s.create(container("long", &s.image, &["sleep", "1000"])).await.unwrap();
     let short = s
         .create(container(
@@ -518,10 +536,22 @@ fn counted_lines(text: &str) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_rotation_loses_no_line_and_logging_resumes_after_restart() {
+async fn log_rotation_and_restart_with_containerd_shim() {
     require_root!();
     registry::require().await;
-    let mut s = setup("runc-containerd").await;
+    log_rotation_and_restart("runc-containerd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_rotation_and_restart_with_berth_shim() {
+    require_root!();
+    registry::require().await;
+    log_rotation_and_restart("").await;
+}
+
+/// kubelet's log rotation loses no line, and logging goes on across a berthd restart.
+async fn log_rotation_and_restart(handler: &str) {
+    let mut s = setup(handler).await;
     let counter = [
         "sh",
         "-c",

@@ -14,10 +14,10 @@ impl Cri {
             return Err(Error::FailedPrecondition(format!("container {} is not running", c.id)));
         }
         let Some(handle) = self.logs.lock().await.get(&c.id).cloned() else {
-            return Err(Error::FailedPrecondition(format!(
-                "container {}: its log is written by the shim, which does not support reopening yet",
-                c.id
-            )));
+            // The shim writes this log: it reopens it.
+            let shim = self.shim(&c.shim_address, &c.id).await?;
+            shim.reopen_log(&c.id).await?;
+            return Ok(ReopenContainerLogResponse {});
         };
         let fresh = crilog::open_log(&c.log_path)
             .await

@@ -74,10 +74,17 @@ impl Cri {
         create.terminal = c.config.tty;
         create.options = Some(any).into();
         shim.create(&create).await?;
+        let start_time = now_ns();
         let started = shim.start(&c.id, "").await?;
 
         let mut rec = self.container(&c.id)?;
-        rec.start(started.pid, now_ns())?;
+        if rec.state == State::Exited {
+            // A quick process: its exit event came in before the Start reply.
+            rec.pid = started.pid;
+            rec.started_at = start_time;
+        } else {
+            rec.start(started.pid, start_time)?;
+        }
         self.containers().put(rec.clone())?;
         self.watch_exit(&rec, shim);
         tracing::info!(id = %c.id, pid = started.pid, "container started");
