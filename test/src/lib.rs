@@ -199,3 +199,41 @@ pub fn berthd_bin() -> PathBuf {
     );
     bin
 }
+
+/// Mount points at or below `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// PIDs of processes whose working directory is under `dir` (shims run in their bundles).
+pub fn processes_in(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(dir)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until no process runs under `dir`, failing after 10 s.
+pub async fn wait_no_processes(dir: &Path) {
+    let t0 = std::time::Instant::now();
+    while !processes_in(dir).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "processes left in {}: {:?}",
+            dir.display(),
+            processes_in(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -12,7 +12,7 @@ use berth_proto::cri::{
     StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use berth_proto::tonic::Code;
-use berth_test::{Daemon, registry, require_root};
+use berth_test::{Daemon, mounts_under, registry, require_root, wait_no_processes};
 
 const CGROUP_PARENT: &str = "/berth-test";
 
@@ -152,27 +152,6 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
-
-/// PIDs of processes whose working directory is under `dir` (shims run in their bundles).
-fn processes_in(dir: &Path) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(dir)))
-        .collect()
 }
 
 fn remove_test_cgroups() {
@@ -387,19 +366,6 @@ async fn wait_for_log(path: &Path, lines: usize) -> String {
             return text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_no_processes(dir: &Path) {
-    let t0 = Instant::now();
-    while !processes_in(dir).is_empty() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "processes left in {}: {:?}",
-            dir.display(),
-            processes_in(dir)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

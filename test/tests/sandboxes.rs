@@ -12,7 +12,7 @@ use berth_proto::cri::{
     PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
 use berth_proto::tonic::Code;
-use berth_test::{Daemon, require_root};
+use berth_test::{Daemon, mounts_under, require_root};
 
 fn pod(name: &str, labels: &[(&str, &str)]) -> PodSandboxConfig {
     PodSandboxConfig {
@@ -61,16 +61,6 @@ async fn run(d: &Daemon, cfg: PodSandboxConfig) -> Result<String, berth_proto::t
 
 fn pod_dir(d: &Daemon, id: &str) -> std::path::PathBuf {
     d.config.state.join("pods").join(id)
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = dir.display().to_string();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
 }
 
 fn nsenter(ns: &str, file: &Path, cmd: &[&str]) -> String {

@@ -1,0 +1,238 @@
+//! kill -9 of the real berthd binary mid-way: after a restart every pod and container is there in
+//! the right state, running containers kept running (and logging, through berth-shim), and the
+//! stores are consistent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::cri::image_service_client::ImageServiceClient;
+use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+use berth_proto::cri::{
+    ContainerConfig, ContainerMetadata, ContainerState, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, ListContainersRequest, ListImagesRequest,
+    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxState,
+    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+};
+use berth_test::{berthd_bin, connect, mounts_under, registry, require_root, scratch_base, wait_no_processes};
+
+struct Berthd {
+    child: Child,
+}
+
+impl Berthd {
+    async fn start(dir: &Path) -> Berthd {
+        let socket = dir.join("state/berth.sock");
+        let child = Command::new(berthd_bin())
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--log-level", "warn"])
+            .env_remove("BERTH_CONFIG")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while connect(&socket).await.is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "berthd did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Berthd { child }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pid_ns_container() -> Option<LinuxContainerConfig> {
+    Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn lines(p: &PathBuf) -> usize {
+    std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_way_loses_nothing() {
+    require_root!();
+    registry::require().await;
+    let dir = tempfile::Builder::new()
+        .prefix("crash-")
+        .tempdir_in(scratch_base())
+        .unwrap();
+    let socket = dir.path().join("state/berth.sock");
+    let logs = dir.path().join("logs");
+    let mut d = Berthd::start(dir.path()).await;
+    let image = registry::image("busybox:latest");
+    let mut im = ImageServiceClient::new(connect(&socket).await.unwrap());
+    im.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut rt = RuntimeServiceClient::new(connect(&socket).await.unwrap());
+    let pod_cfg = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "crashy".into(),
+            uid: "uid-crashy".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "crashy".into(),
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: "/berth-test".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mk = |name: &str, cmd: &[&str]| ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: pid_ns_container(),
+        ..Default::default()
+    };
+    let mut ids = vec![];
+    for (name, cmd) in [
+        (
+            "ticker",
+            vec![
+                "sh",
+                "-c",
+                "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done",
+            ],
+        ),
+        ("idle", vec!["sleep", "1000"]),
+    ] {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(mk(name, &cmd)),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        ids.push(id);
+    }
+    rt.start_container(StartContainerRequest {
+        container_id: ids[0].clone(),
+    })
+    .await
+    .unwrap();
+    let log = logs.join("ticker.log");
+    let t0 = Instant::now();
+    while lines(&log) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "ticker never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop((rt, im));
+
+    // kill -9: no chance to clean up anything.
+    d.kill9();
+    let at_kill = lines(&log);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        lines(&log) > at_kill,
+        "the container keeps running and logging while berthd is dead"
+    );
+
+    let _d = Berthd::start(dir.path()).await;
+    let mut rt = RuntimeServiceClient::new(connect(&socket).await.unwrap());
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, PodSandboxState::SandboxReady as i32);
+    let cs = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    let state = |id: &str| cs.iter().find(|c| c.id == id).map(|c| c.state);
+    assert_eq!(state(&ids[0]), Some(ContainerState::ContainerRunning as i32));
+    assert_eq!(state(&ids[1]), Some(ContainerState::ContainerCreated as i32));
+    let mut im = ImageServiceClient::new(connect(&socket).await.unwrap());
+    assert_eq!(
+        im.list_images(ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+            .len(),
+        1
+    );
+    // The created container still starts; then everything goes away cleanly.
+    rt.start_container(StartContainerRequest {
+        container_id: ids[1].clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+        .await
+        .unwrap();
+    let ticks: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(" stdout F tick ").and_then(|(_, n)| n.parse().ok()))
+        .collect();
+    for (i, n) in ticks.iter().enumerate() {
+        assert_eq!(*n, i as u64, "no log line lost across the crash");
+    }
+    assert!(
+        mounts_under(dir.path()).is_empty(),
+        "mounts left behind: {:?}",
+        mounts_under(dir.path())
+    );
+    wait_no_processes(&dir.path().join("state")).await;
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctl.path().join("berth-test"));
+    }
+}
