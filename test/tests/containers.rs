@@ -642,3 +642,35 @@ async fn lifecycle_with_crun() {
     wait_no_processes(&s.d.config.state).await;
     remove_test_cgroups();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_killed_is_reported() {
+    require_root!();
+    registry::require().await;
+    let s = setup("").await;
+    let mut cfg = container(
+        "hog",
+        &s.image,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+    );
+    cfg.linux.as_mut().unwrap().resources = Some(berth_proto::cri::LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let id = s.create(cfg).await.unwrap();
+    let mut rt = s.d.runtime().await.unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let st = s.wait_state(&id, ContainerState::ContainerExited).await;
+    assert_eq!((st.reason.as_str(), st.exit_code), ("OOMKilled", 137), "{st:?}");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_no_processes(&s.d.config.state).await;
+    remove_test_cgroups();
+}

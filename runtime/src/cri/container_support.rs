@@ -66,12 +66,21 @@ impl Cri {
         self.config.state.join("events.sock")
     }
 
-    /// Records an exit once (the waiter and the shim's event may both report it).
+    /// Records an exit once (the waiter and the shim's event may both report it). A process the
+    /// OOM killer ended is reported with reason `OOMKilled`, read from its cgroup, whichever shim ran it.
     pub(crate) fn record_exit(&self, id: &str, status: u32, at_ns: i64) {
+        let bundle = match self.containers().get(id) {
+            Some(c) if c.state != State::Exited => c.bundle.clone(),
+            _ => return,
+        };
+        let oom = crate::cgroup::bundle_cgroup(&bundle).is_some_and(|p| crate::cgroup::oom_kills(&p) > 0);
         let mut store = self.containers();
         let Some(mut c) = store.get(id).cloned() else { return };
         if c.state == State::Exited {
             return;
+        }
+        if oom && c.reason.is_empty() {
+            c.reason = "OOMKilled".into();
         }
         c.exited(status, if at_ns > 0 { at_ns } else { now_ns() });
         tracing::info!(id, exit_code = c.exit_code, "container exited");

@@ -350,12 +350,17 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         }
         resources = resources.cpu(cpu.build().map_err(bad)?);
         if r.memory_limit_in_bytes > 0 {
-            resources = resources.memory(
-                LinuxMemoryBuilder::default()
-                    .limit(r.memory_limit_in_bytes)
-                    .build()
-                    .map_err(bad)?,
-            );
+            let mut mem = LinuxMemoryBuilder::default().limit(r.memory_limit_in_bytes);
+            // No swapping past the limit unless asked (as containerd), where the host accounts swap.
+            let swap = if r.memory_swap_limit_in_bytes > 0 {
+                r.memory_swap_limit_in_bytes
+            } else {
+                r.memory_limit_in_bytes
+            };
+            if crate::cgroup::is_unified() || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+                mem = mem.swap(swap);
+            }
+            resources = resources.memory(mem.build().map_err(bad)?);
         }
     }
     let mut linux = LinuxBuilder::default()
