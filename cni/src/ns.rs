@@ -92,6 +92,16 @@ pub fn create(dir: &Path, req: &Request) -> Result<Vec<(Kind, PathBuf)>> {
     Ok(pins)
 }
 
+/// Pins an existing namespace (`/proc/<pid>/ns/<kind>`) at `dst`.
+pub fn pin(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::File::create(dst).map_err(Error::io("create", dst))?;
+    nix::mount::mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(Error::sys(format!(
+        "pin {} at {}",
+        src.display(),
+        dst.display()
+    )))
+}
+
 /// Unpins and deletes a namespace file. A missing or unpinned file is fine.
 pub fn remove(path: &Path) -> Result<()> {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH) {

@@ -17,6 +17,8 @@ pub enum Action {
     Serve,
     /// Print the version and exit.
     Version,
+    /// Be PID 1 of a pod's shared PID namespace: reap orphans until SIGTERM.
+    PodInit,
 }
 
 /// Parsed flags. Unknown flags are errors, like Go's `flag.Parse`.
@@ -56,6 +58,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<(Flags, Action),
                 action = Some(match arg.as_str() {
                     "start" => Action::Start,
                     "delete" => Action::Delete,
+                    "pod-init" => Action::PodInit,
                     other => return Err(ArgsError(format!("unknown action {other:?}"))),
                 });
             }
@@ -160,6 +163,7 @@ mod tests {
         let (f, a) = p(&["-namespace", "n", "-id", "c", "-bundle", "/b", "delete"]).unwrap();
         assert_eq!((a, f.bundle.as_str()), (Action::Delete, "/b"));
         assert_eq!(p(&["-v"]).unwrap().1, Action::Version);
+        assert_eq!(p(&["pod-init"]).unwrap().1, Action::PodInit);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod io;
 pub mod logger;
 pub mod mount;
+pub mod pod_init;
 pub mod publisher;
 pub mod reaper;
 pub mod runc;
@@ -37,6 +38,7 @@ pub fn main() -> i32 {
         }
     };
     match action {
+        Action::PodInit => pod_init::run(),
         Action::Version => {
             println!("berth-shim {}", env!("CARGO_PKG_VERSION"));
             0

@@ -70,6 +70,11 @@ struct Setup {
 }
 
 async fn setup(handler: &str) -> Setup {
+    setup_pod(handler, |_| {}).await
+}
+
+/// A daemon with busybox pulled and one pod, whose config `adjust` may change.
+async fn setup_pod(handler: &str, adjust: impl FnOnce(&mut PodSandboxConfig)) -> Setup {
     let d = Daemon::start().await.unwrap();
     let image = registry::image("busybox:latest");
     d.images()
@@ -85,7 +90,8 @@ async fn setup(handler: &str) -> Setup {
         .await
         .unwrap();
     let logs = d.dir.path().join("logs");
-    let pod_cfg = pod("app", &logs);
+    let mut pod_cfg = pod("app", &logs);
+    adjust(&mut pod_cfg);
     let pod_id = d
         .runtime()
         .await
@@ -673,4 +679,151 @@ async fn oom_killed_is_reported() {
     .unwrap();
     wait_no_processes(&s.d.config.state).await;
     remove_test_cgroups();
+}
+
+/// A pod that shares one PID namespace (CRI `POD`): its containers see each other's processes, and
+/// PID 1 is berth's tiny init, which reaps orphans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_pid_namespace() {
+    require_root!();
+    registry::require().await;
+    let s = setup_pod("", |p| {
+        p.linux.as_mut().unwrap().security_context = Some(berth_proto::cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    })
+    .await;
+    let (d, image, pod_id, pod_cfg) = (&s.d, s.image.clone(), s.pod_id.clone(), s.pod_cfg.clone());
+    // This pod's holder (other tests' pods, running at the same time, have their own).
+    let ours: Vec<i32> = pod_inits()
+        .into_iter()
+        .filter(|p| is_child_of_pod(*p, &s.d.config.state))
+        .collect();
+    assert_eq!(ours.len(), 1, "one pod-init holds the pod's PID namespace");
+    let mut rt = d.runtime().await.unwrap();
+    let shared = |name: &str, cmd: &[&str]| {
+        let mut c = container(name, &image, cmd);
+        c.linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options = Some(NamespaceOption {
+            pid: NamespaceMode::Pod as i32,
+            ..Default::default()
+        });
+        // A device from the host, readable only.
+        c.devices = vec![berth_proto::cri::Device {
+            container_path: "/dev/berth-zero".into(),
+            host_path: "/dev/zero".into(),
+            permissions: "r".into(),
+        }];
+        c
+    };
+    let mut ids = vec![];
+    for (name, cmd) in [("one", ["sleep", "1001"]), ("two", ["sleep", "1002"])] {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(shared(name, &cmd)),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let exec = |cmd: &str| ExecSyncRequest {
+        container_id: ids[0].clone(),
+        cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+        timeout: 10,
+    };
+    let ps = rt.exec_sync(exec("ps -o pid,args")).await.unwrap().into_inner();
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(
+        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+        "both containers' processes: {ps}"
+    );
+    let dev = rt
+        .exec_sync(exec("head -c 3 /dev/berth-zero | wc -c"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&dev.stdout).trim(),
+        "3",
+        "the device is there and readable: {dev:?}"
+    );
+    let init = rt
+        .exec_sync(exec("tr '\\0' ' ' < /proc/1/cmdline"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        String::from_utf8_lossy(&init.stdout).contains("pod-init"),
+        "PID 1 is berth's init: {init:?}"
+    );
+    // An orphan whose parent exits is reaped by the init: no zombie stays.
+    rt.exec_sync(exec("sh -c 'sleep 0.2 &' ; sleep 0.5")).await.unwrap();
+    let z = rt
+        .exec_sync(exec("ps -o stat | grep -c '^Z' || true"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&z.stdout).trim(), "0", "no zombies");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(mounts_under(d.dir.path()).is_empty());
+    wait_no_processes(&d.config.state).await;
+    let t0 = Instant::now();
+    while pod_inits().contains(&ours[0]) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the PID namespace holder is gone with the pod"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    remove_test_cgroups();
+}
+
+/// PIDs of running `berth-shim pod-init` processes.
+fn pod_inits() -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"pod-init") && !c.starts_with(b"unshare"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Whether `pid` holds the PID namespace pinned under `state` (a pod of this test's daemon).
+fn is_child_of_pod(pid: i32, state: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/pid")) else {
+        return false;
+    };
+    std::fs::read_dir(state.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|p| std::fs::metadata(p.path().join("ns/pid")).is_ok_and(|m| m.ino() == ns.ino()))
 }

@@ -120,7 +120,10 @@ async fn sandbox_lifecycle_leaves_nothing_behind() {
         d.config.pod.shm_size,
         "sized /dev/shm"
     );
-    assert_eq!(mounts_under(&dir).len(), 4, "net, ipc, uts pins and shm");
+    assert_eq!(mounts_under(&dir).len(), 5, "net, ipc, uts, pid pins and shm");
+    // The pod's shared PID namespace (the CRI default, POD) is held by berth's tiny init; the
+    // container tests look at it from inside.
+    assert!(berth_cni::ns::is_pinned(&dir.join("ns/pid")));
 
     // Status carries what kubelet reads.
     let mut rt = d.runtime().await.unwrap();
@@ -240,7 +243,7 @@ async fn names_are_unique_and_bad_requests_are_refused() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(dirs.len(), 2, "only the two good pods: {dirs:?}");
-    assert_eq!(mounts_under(&pods).len(), 8);
+    assert_eq!(mounts_under(&pods).len(), 10);
     let mut ok = pod("bad-host", &[]);
     ok.hostname = "fine".into();
     let id3 = run(&d, ok).await.unwrap();

@@ -23,13 +23,9 @@ impl Cri {
                 "CreateContainer: metadata.name is required".into(),
             ));
         }
-        let sandbox = {
-            let store = self.sandboxes();
-            store
-                .resolve(&req.pod_sandbox_id)?
-                .and_then(|id| store.get(&id).cloned())
-                .ok_or_else(|| Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?
-        };
+        let sandbox = self
+            .find_sandbox(&req.pod_sandbox_id)?
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
         if sandbox.state != SandboxState::Ready {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",

@@ -11,6 +11,21 @@ use crate::store::container::{Container, State};
 use crate::store::now_ns;
 
 impl Cri {
+    /// The sandbox an ID (or unique prefix) names, if any.
+    pub(crate) fn find_sandbox(&self, id: &str) -> Result<Option<crate::store::sandbox::Sandbox>> {
+        let store = self.sandboxes();
+        Ok(store.resolve(id)?.and_then(|id| store.get(&id).cloned()))
+    }
+
+    /// IDs of the containers of a sandbox.
+    pub(crate) fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.containers()
+            .all()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
     /// The handler for a pod's `runtime_handler` (empty: the default).
     pub(crate) fn handler(&self, name: &str) -> Result<(String, Handler)> {
         let name = if name.is_empty() {

@@ -10,19 +10,11 @@ impl Cri {
         self: &std::sync::Arc<Self>,
         req: RemovePodSandboxRequest,
     ) -> Result<RemovePodSandboxResponse> {
-        let Some(id) = self.sandboxes().resolve(&req.pod_sandbox_id)? else {
+        let Some(sb) = self.find_sandbox(&req.pod_sandbox_id)? else {
             return Ok(RemovePodSandboxResponse {});
         };
-        let Some(sb) = self.sandboxes().get(&id).cloned() else {
-            return Ok(RemovePodSandboxResponse {});
-        };
-        let ids: Vec<String> = self
-            .containers()
-            .all()
-            .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id.clone())
-            .collect();
-        for cid in ids {
+        let id = sb.id.clone();
+        for cid in self.containers_of(&id) {
             self.stop_container_id(&cid, 0).await?;
             self.remove_container_id(&cid).await?;
         }

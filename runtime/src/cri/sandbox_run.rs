@@ -29,9 +29,11 @@ impl Cri {
         let shm_size = self.config.pod.shm_size;
         let cfg2 = cfg.clone();
         let dir2 = dir.clone();
-        let created = tokio::task::spawn_blocking(move || sandbox_setup::create(&dir2, &cfg2, shm_size))
-            .await
-            .map_err(|e| Error::Internal(format!("sandbox setup task: {e}")));
+        let pod_init = self.shim_binary("berth-shim").ok();
+        let created =
+            tokio::task::spawn_blocking(move || sandbox_setup::create(&dir2, &cfg2, shm_size, pod_init.as_deref()))
+                .await
+                .map_err(|e| Error::Internal(format!("sandbox setup task: {e}")));
         let res = match created {
             Ok(Ok(r)) => r,
             Ok(Err(e)) | Err(e) => {
@@ -48,6 +50,7 @@ impl Cri {
             dir,
             namespaces: res.namespaces,
             shm: res.shm,
+            pid_holder: res.pid_holder,
         };
         if let Err(e) = self.sandboxes().put(sb.clone()) {
             let _ = sandbox_setup::release_sandbox(&sb);

@@ -29,14 +29,16 @@ pub fn host_network(cfg: &PodSandboxConfig) -> bool {
 pub struct Resources {
     pub namespaces: Vec<(String, PathBuf)>,
     pub shm: Option<PathBuf>,
+    /// The `unshare` process whose child, berth-shim pod-init, holds the pod's shared PID namespace.
+    pub pid_holder: Option<u32>,
 }
 
 /// Makes everything the sandbox in `dir` needs. On error, whatever was made is removed again.
 /// Blocking.
-pub fn create(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64) -> Result<Resources> {
+pub fn create(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Path>) -> Result<Resources> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let mut res = Resources::default();
-    match fill(dir, cfg, shm_size, &mut res) {
+    match fill(dir, cfg, shm_size, pod_init, &mut res) {
         Ok(()) => Ok(res),
         Err(e) => {
             if let Err(undo) = release(dir, &res) {
@@ -47,7 +49,7 @@ pub fn create(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64) -> Result<Resou
     }
 }
 
-fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, res: &mut Resources) -> Result<()> {
+fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Path>, res: &mut Resources) -> Result<()> {
     let opts = namespace_options(cfg);
     let host_net = opts.network == NamespaceMode::Node as i32;
     let host_ipc = opts.ipc == NamespaceMode::Node as i32;
@@ -80,6 +82,19 @@ fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, res: &mut Resources) 
         )?;
         res.namespaces = pins.into_iter().map(|(k, p)| (k.name().to_string(), p)).collect();
     }
+    if opts.pid == NamespaceMode::Pod as i32 {
+        let init = pod_init.ok_or_else(|| {
+            Error::FailedPrecondition(
+                "a pod-shared PID namespace needs berth-shim (pod-init), which was not found".into(),
+            )
+        })?;
+        let (holder, ns_path) = start_pid_holder(init)?;
+        res.pid_holder = Some(holder);
+        let pin = dir.join("ns").join("pid");
+        std::fs::create_dir_all(dir.join("ns")).map_err(Error::io("create ns dir"))?;
+        ns::pin(&ns_path, &pin)?;
+        res.namespaces.push(("pid".into(), pin));
+    }
     write(dir, "hostname", &format!("{hostname}\n"))?;
     write(dir, "hosts", &hosts_file(host_net))?;
     write(dir, "resolv.conf", &resolv_conf(cfg.dns_config.as_ref()))?;
@@ -104,8 +119,62 @@ fn write(dir: &Path, name: &str, content: &str) -> Result<()> {
     std::fs::write(&p, content).map_err(Error::io(format!("write {}", p.display())))
 }
 
+/// Starts `unshare --pid --fork --kill-child <berth-shim> pod-init`: the child is PID 1 of a new PID
+/// namespace, reaps orphans, and dies with its parent. Returns the parent's PID and the namespace.
+fn start_pid_holder(init: &Path) -> Result<(u32, PathBuf)> {
+    use std::os::unix::process::CommandExt as _;
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(init)
+        .arg("pod-init")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Its own process group: signals to berthd's group do not reach the pod.
+        .process_group(0)
+        .spawn()
+        .map_err(Error::io("run unshare for the pod's PID namespace"))?;
+    let pid = child.id();
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let t0 = std::time::Instant::now();
+    let init_pid = loop {
+        if let Some(p) = std::fs::read_to_string(&children)
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        {
+            break p;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(5) || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Internal("the pod's PID namespace holder did not start".into()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    // Reap unshare when it ends; after a berthd restart the host's init does.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok((pid, PathBuf::from(format!("/proc/{init_pid}/ns/pid"))))
+}
+
+/// Ends the pod's PID namespace holder, if it is still the process berth started.
+fn stop_pid_holder(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = cmdline.split(|b| *b == 0).any(|a| a == b"pod-init");
+    if ours {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// Removes the sandbox's host resources and its directory. Idempotent. Blocking.
 pub fn release(dir: &Path, res: &Resources) -> Result<()> {
+    if let Some(pid) = res.pid_holder {
+        stop_pid_holder(pid);
+    }
     for (_, p) in &res.namespaces {
         ns::remove(p)?;
     }
@@ -126,6 +195,7 @@ pub fn release_sandbox(sb: &Sandbox) -> Result<()> {
         &Resources {
             namespaces: sb.namespaces.clone(),
             shm: sb.shm.clone(),
+            pid_holder: sb.pid_holder,
         },
     )
 }
@@ -134,6 +204,10 @@ pub fn release_sandbox(sb: &Sandbox) -> Result<()> {
 pub fn release_network(sb: &Sandbox) -> Result<()> {
     if let Some(p) = sb.namespace_path("net") {
         ns::remove(p)?;
+    }
+    // The PID namespace's init goes with the pod's processes.
+    if let Some(pid) = sb.pid_holder {
+        stop_pid_holder(pid);
     }
     Ok(())
 }

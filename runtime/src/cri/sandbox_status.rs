@@ -19,12 +19,9 @@ pub fn cri_state(s: State) -> PodSandboxState {
 
 impl Cri {
     pub fn pod_sandbox_status(&self, req: PodSandboxStatusRequest) -> Result<PodSandboxStatusResponse> {
-        let store = self.sandboxes();
-        let sb = store
-            .resolve(&req.pod_sandbox_id)?
-            .and_then(|id| store.get(&id).cloned())
+        let sb = self
+            .find_sandbox(&req.pod_sandbox_id)?
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
-        drop(store);
         let mut info = HashMap::new();
         if req.verbose {
             let doc = serde_json::json!({

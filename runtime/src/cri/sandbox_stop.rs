@@ -10,20 +10,12 @@ impl Cri {
         self: &std::sync::Arc<Self>,
         req: StopPodSandboxRequest,
     ) -> Result<StopPodSandboxResponse> {
-        let Some(id) = self.sandboxes().resolve(&req.pod_sandbox_id)? else {
+        let Some(mut sb) = self.find_sandbox(&req.pod_sandbox_id)? else {
             return Ok(StopPodSandboxResponse {});
         };
-        let Some(mut sb) = self.sandboxes().get(&id).cloned() else {
-            return Ok(StopPodSandboxResponse {});
-        };
+        let id = sb.id.clone();
         // Its containers are stopped first (kubelet has usually done so; this is the forced path).
-        let ids: Vec<String> = self
-            .containers()
-            .all()
-            .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id.clone())
-            .collect();
-        for cid in ids {
+        for cid in self.containers_of(&id) {
             self.stop_container_id(&cid, 0).await?;
         }
         let sb2 = sb.clone();

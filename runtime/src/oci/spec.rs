@@ -296,9 +296,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     match NamespaceMode::try_from(ns_opts.pid).unwrap_or(NamespaceMode::Container) {
         NamespaceMode::Node => {}
         NamespaceMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
-        NamespaceMode::Pod | NamespaceMode::Target => {
+        NamespaceMode::Pod => match sandbox.namespace_path("pid") {
+            Some(p) => namespaces.push(ns(LinuxNamespaceType::Pid, Some(p))?),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "container asks for the pod's PID namespace, but pod {} was not created with one",
+                    sandbox.id
+                )));
+            }
+        },
+        NamespaceMode::Target => {
             return Err(Error::FailedPrecondition(
-                "a PID namespace shared with the pod or another container is not supported yet".into(),
+                "a PID namespace shared with another container (TARGET) is not supported yet".into(),
             ));
         }
     }
@@ -324,13 +333,20 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .map(|l| l.cgroup_parent.clone())
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/berth".to_string());
-    let mut resources = LinuxResourcesBuilder::default().devices(vec![
+    let mut device_rules = vec![
         LinuxDeviceCgroupBuilder::default()
             .allow(false)
             .access("rwm")
             .build()
             .map_err(bad)?,
-    ]);
+    ];
+    let mut devices = Vec::new();
+    for d in &config.devices {
+        let (dev, rule) = device(d)?;
+        devices.push(dev);
+        device_rules.push(rule);
+    }
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
     if let Some(r) = &linux_cfg.resources {
         let mut cpu = LinuxCpuBuilder::default();
         if r.cpu_shares > 0 {
@@ -364,6 +380,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         }
     }
     let mut linux = LinuxBuilder::default()
+        .devices(devices)
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(format!("{}/{}", cgroup_parent.trim_end_matches('/'), id)))
         .resources(resources.build().map_err(bad)?);
@@ -410,6 +427,62 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         spec = spec.hostname(hostname.trim().to_string());
     }
     spec.build().map_err(bad)
+}
+
+/// A CRI device: the host's device node, at `container_path`, with a cgroup rule allowing
+/// `permissions` (r, w, m) on it.
+fn device(
+    d: &berth_proto::cri::Device,
+) -> Result<(oci_spec::runtime::LinuxDevice, oci_spec::runtime::LinuxDeviceCgroup)> {
+    use nix::sys::stat::{SFlag, major, minor};
+    let st = nix::sys::stat::stat(d.host_path.as_str())
+        .map_err(|e| Error::InvalidArgument(format!("device {:?}: {e}", d.host_path)))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let typ = if kind == SFlag::S_IFCHR {
+        oci_spec::runtime::LinuxDeviceType::C
+    } else if kind == SFlag::S_IFBLK {
+        oci_spec::runtime::LinuxDeviceType::B
+    } else {
+        return Err(Error::InvalidArgument(format!(
+            "{:?} is not a device node",
+            d.host_path
+        )));
+    };
+    let perms = if d.permissions.is_empty() {
+        "rwm".to_string()
+    } else {
+        d.permissions.clone()
+    };
+    if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(Error::InvalidArgument(format!(
+            "device permissions {perms:?}: only r, w, m"
+        )));
+    }
+    let dest = if d.container_path.is_empty() {
+        d.host_path.clone()
+    } else {
+        d.container_path.clone()
+    };
+    let (maj, min) = (major(st.st_rdev) as i64, minor(st.st_rdev) as i64);
+    let dev = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path(dest)
+        .typ(typ)
+        .major(maj)
+        .minor(min)
+        .file_mode(st.st_mode & 0o777)
+        .uid(0u32)
+        .gid(0u32)
+        .build()
+        .map_err(bad)?;
+    let rule = LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(typ)
+        .major(maj)
+        .minor(min)
+        .access(perms)
+        .build()
+        .map_err(bad)?;
+    Ok((dev, rule))
 }
 
 fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<oci_spec::runtime::LinuxNamespace> {

@@ -29,6 +29,9 @@ pub struct Sandbox {
     pub namespaces: Vec<(String, PathBuf)>,
     /// The pod's /dev/shm tmpfs, when it has its own IPC namespace.
     pub shm: Option<PathBuf>,
+    /// The process holding the pod's shared PID namespace, if it has one.
+    #[serde(default)]
+    pub pid_holder: Option<u32>,
 }
 
 impl Sandbox {
@@ -76,7 +79,10 @@ impl SandboxStore {
         };
         for mut sb in super::load_all::<Sandbox>(dir)? {
             // After a reboot the pins are gone: such a sandbox cannot be ready any more.
-            let lost = sb.namespaces.iter().any(|(_, p)| !berth_cni::ns::is_pinned(p));
+            let lost = sb
+                .namespaces
+                .iter()
+                .any(|(k, p)| k != "pid" && !berth_cni::ns::is_pinned(p));
             if sb.state == State::Ready && lost {
                 tracing::warn!(id = %sb.id, "pod sandbox lost its namespaces (reboot?); marking it NotReady");
                 sb.stop();
