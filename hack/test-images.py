@@ -423,6 +423,66 @@ def layer3():
     return lay
 
 
+# The benchmarks' pause image (berth/pause:3.9, containerd's sandbox_image in hack/bench): the
+# sandbox ("infra") process containerd's CRI starts in every pod. Written for berth after what
+# Kubernetes' build/pause/linux/pause.c does (exit 0 on SIGINT/SIGTERM, reap children, sleep
+# forever) and built like it: gcc -Os -static, so its memory is comparable to upstream's pause.
+PAUSE_C = r"""/* berth/pause: a sandbox process for containerd's CRI in berth's benchmarks (hack/test-images.py). */
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void on_stop(int sig) { (void)sig; _exit(0); }
+static void on_child(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0) return 1;
+    sa.sa_handler = on_child;
+    sa.sa_flags = SA_NOCLDSTOP;
+    if (sigaction(SIGCHLD, &sa, NULL) < 0) return 2;
+    for (;;) pause();
+}
+"""
+# Without a C compiler and a static libc (gcc, libc6-dev: what linking Rust needs anyway), the
+# pause image falls back to Debian's dynamic busybox sleeping (RSS ~1.8 MB instead of ~0.3).
+PAUSE_FALLBACK_CMD = ("/bin/sleep", "2147483647")
+
+
+def pause_binary():
+    """The static /pause built from PAUSE_C, or None (with a warning) when gcc cannot build it."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        log("warning: no gcc: berth/pause:3.9 falls back to busybox sleep")
+        return None
+    with tempfile.TemporaryDirectory(prefix="berth-pause-") as tmp:
+        src, out = os.path.join(tmp, "pause.c"), os.path.join(tmp, "pause")
+        with open(src, "w") as f:
+            f.write(PAUSE_C)
+        res = subprocess.run([cc, "-Os", "-static", "-Wall", "-Werror", "-Wl,--build-id=none", "-s",
+                              "-o", out, src], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            log(f"warning: {cc} -static failed (libc6-dev missing?): berth/pause:3.9 falls back to "
+                f"busybox sleep: {res.stderr.strip()[:300]}")
+            return None
+        with open(out, "rb") as f:
+            return f.read()
+
+
+def pause_image(comp, base):
+    """berth/pause:3.9: /pause alone, run as 65535:65535 as upstream's image does; or the busybox
+    base layer sleeping when /pause cannot be built."""
+    binary = pause_binary()
+    if binary is None:
+        return Manifest(comp, [base], cmd=PAUSE_FALLBACK_CMD, user="65535:65535", label="pause-busybox")
+    lay = Layer("pause: a static /pause (gcc -Os -static), see PAUSE_C in hack/test-images.py")
+    lay.file("pause", binary, mode=0o755)
+    return Manifest(comp, [lay], cmd=("/pause",), user="65535:65535", label="pause")
+
+
 def platform_layer(arch):
     return Layer(f"/platform says {arch}").file("platform", f"{arch}\n")
 
@@ -550,6 +610,7 @@ class Manifest:
         cfg["rootfs"] = {"type": "layers", "diff_ids": self.diff_ids}
         cfg["history"] = [{"created": CREATED, "created_by": f"berth hack/test-images.py: {lay.comment}"}
                           for lay in layers]
+        self.config_cmd = list(cmd)
         self.config = Blob(OCI_CONFIG if flavor == "oci" else DOCKER_CONFIG, canonical_json(cfg))
         self.media_type = OCI_MANIFEST if flavor == "oci" else DOCKER_MANIFEST
         m = {"schemaVersion": 2, "mediaType": self.media_type,
@@ -773,6 +834,10 @@ def build_all(comp, registry):
 
     add("layers", "latest", Manifest(comp, busybox + bench_layers(), label="layers"),
         BUSYBOX_EXPECT)
+
+    pause = pause_image(comp, base)
+    add("pause", "3.9", pause, {"pull": "ok", "files": {}, "absent": [],
+                                "executables": [pause.config_cmd[0]]})
 
     for name, (lay, why, escapes) in evil_layers().items():
         add(name, "latest", Manifest(comp, [base, lay], label=name),

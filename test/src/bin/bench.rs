@@ -4,14 +4,22 @@
 //! ```text
 //! berth-bench pull --target berth=/run/b/berth.sock:1234 --target containerd=/run/c/c.sock:5678 \
 //!                  --image 127.0.0.1:5000/berth/layers:latest [--runs 5] [--warmup 1]
+//! berth-bench pods --target berth=/run/b/berth.sock:1234 --target containerd=/run/c/c.sock:5678 \
+//!                  --image 127.0.0.1:5000/berth/busybox:latest \
+//!                  --shim berth=/tmp/x/bin/berth-shim --state berth=/tmp/x/berth/state \
+//!                  --shim containerd=/usr/bin/containerd-shim-runc-v2 --state containerd=/tmp/x/containerd/state \
+//!                  --pre-pull containerd=127.0.0.1:5000/berth/pause:3.9 [--runs 20] [--pods 20]
 //! ```
 //!
 //! `hack/bench` starts both daemons on temporary directories and runs this. Each subcommand
 //! prints a human table and, as its last line, one JSON object (`{"bench": "<name>", ...}`).
-//! To add a benchmark (pod start, ...): write a `cmd_<name>(Args)` next to [`cmd_pull`] that
+//! To add a benchmark: write a `cmd_<name>(Args)` next to [`cmd_pull`] and [`cmd_pods`] that
 //! reuses [`Target`], [`Sampler`], [`Stats`] and [`Goals`], and add an arm to `main`.
+//!
+//! `pods` only reads other processes (/proc); it never signals any. The pods it creates carry a
+//! run label and are removed through CRI at the end, also after an error, SIGINT or SIGTERM.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +28,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use berth_proto::cri::image_service_client::ImageServiceClient;
-use berth_proto::cri::{ImageSpec, ListImagesRequest, PullImageRequest, RemoveImageRequest};
+use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+use berth_proto::cri::{
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, CreateContainerRequest, DnsConfig, ImageSpec,
+    KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
+    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopPodSandboxRequest,
+};
 use berth_proto::tonic::transport::Channel;
 use serde_json::json;
 
@@ -29,6 +45,7 @@ usage: berth-bench <benchmark> [options]
 
 benchmarks:
   pull    cold PullImage of one image on each target, alternating which target goes first
+  pods    pod + container start time on each target (alternating), then memory with M pods running
 
 common options:
   --target NAME=SOCKET:PID   a CRI daemon to measure (repeat; e.g. berth=/tmp/b/berth.sock:1234)
@@ -42,7 +59,18 @@ pull options:
   --keep-image               leave the image pulled at the end (default: remove it)
   --timeout SECS             per-pull time limit (default: 600)
 
-goals: pull time <= 0.5x baseline (median); idle RSS of each non-baseline target <= 12 MiB.
+pods options (--runs defaults to 20 here):
+  --image REF                the container's image, pulled first (not timed); runs `sleep 3600` (required)
+  --shim NAME=EXE            the target's shim executable (repeat per target; required)
+  --state NAME=DIR           the target's state dir: its shims run in, or are given paths, below it (required per target)
+  --pre-pull NAME=REF        also pull REF on that target first, e.g. containerd's sandbox (pause) image (repeatable)
+  --pods M                   pods kept running at once per target for the memory figures (default: 20; 0: skip)
+  --cgroup-parent PATH       the pods' cgroup_parent (default: /berth-bench; must have no children; removed at the end)
+  --log-dir DIR              where the pods' log directories go (default: a temp dir, removed at the end)
+  --settle-ms N              wait after starting the M pods before reading memory (default: 2000)
+
+goals: pull time <= 0.5x baseline (median); idle RSS of each non-baseline target <= 12 MiB;
+       pod + container start <= 0.25x baseline (median); shim RSS per pod of each non-baseline target <= 3 MiB.
 ";
 
 /// How often the daemon's VmRSS is read while a pull runs.
@@ -64,7 +92,8 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let result = match cmd.as_str() {
-        "pull" => Args::parse(argv).and_then(|a| rt.block_on(cmd_pull(a))),
+        "pull" => Args::parse(argv, 5, 1).and_then(|a| rt.block_on(cmd_pull(a))),
+        "pods" => Args::parse(argv, 20, 1).and_then(|a| rt.block_on(cmd_pods(a))),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(Verdict::Pass)
@@ -100,22 +129,24 @@ struct Args {
     runs: usize,
     warmup: usize,
     strict: bool,
-    /// Benchmark-specific `--flag value` options and bare `--flag`s (value "").
-    extra: HashMap<String, String>,
+    /// Benchmark-specific `--flag value` options and bare `--flag`s (value ""), in command-line
+    /// order; a flag may be repeated.
+    extra: Vec<(String, String)>,
 }
 
 impl Args {
     /// Flags that take no value.
     const SWITCHES: &[&str] = &["--strict", "--keep-image"];
 
-    fn parse(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    /// Parses the command line; `runs` and `warmup` are the benchmark's defaults.
+    fn parse(mut argv: impl Iterator<Item = String>, runs: usize, warmup: usize) -> anyhow::Result<Args> {
         let mut a = Args {
             targets: Vec::new(),
             baseline: "containerd".into(),
-            runs: 5,
-            warmup: 1,
+            runs,
+            warmup,
             strict: false,
-            extra: HashMap::new(),
+            extra: Vec::new(),
         };
         while let Some(flag) = argv.next() {
             let (flag, inline) = match flag.split_once('=') {
@@ -129,7 +160,7 @@ impl Args {
                 if flag == "--strict" {
                     a.strict = true;
                 } else {
-                    a.extra.insert(flag, String::new());
+                    a.extra.push((flag, String::new()));
                 }
                 continue;
             }
@@ -142,9 +173,7 @@ impl Args {
                 "--baseline" => a.baseline = value,
                 "--runs" => a.runs = parse_num(&flag, &value)?,
                 "--warmup" => a.warmup = parse_num(&flag, &value)?,
-                _ => {
-                    a.extra.insert(flag, value);
-                }
+                _ => a.extra.push((flag, value)),
             }
         }
         if a.targets.is_empty() {
@@ -161,13 +190,23 @@ impl Args {
         Ok(a)
     }
 
-    /// Takes a benchmark-specific option; the leftovers are reported by [`Args::finish`].
+    /// Takes a benchmark-specific option (the last one when repeated); the leftovers are
+    /// reported by [`Args::finish`].
     fn take(&mut self, flag: &str) -> Option<String> {
-        self.extra.remove(flag)
+        self.take_all(flag).pop()
+    }
+
+    /// Takes every occurrence of a repeatable option, in command-line order.
+    fn take_all(&mut self, flag: &str) -> Vec<String> {
+        let (taken, rest) = std::mem::take(&mut self.extra)
+            .into_iter()
+            .partition(|(f, _)| f == flag);
+        self.extra = rest;
+        taken.into_iter().map(|(_, v)| v).collect()
     }
 
     fn finish(&self) -> anyhow::Result<()> {
-        if let Some(flag) = self.extra.keys().next() {
+        if let Some((flag, _)) = self.extra.first() {
             bail!("unknown option {flag}\n{USAGE}");
         }
         Ok(())
@@ -383,11 +422,17 @@ struct Goals {
     max_pull_time_ratio: f64,
     /// A candidate's idle RSS before its first pull.
     max_idle_rss_kib: u64,
+    /// A candidate's median pod + container start time divided by the baseline's.
+    max_pod_start_ratio: f64,
+    /// A candidate's shim RSS per running pod (one container each).
+    max_shim_rss_kib_per_pod: u64,
 }
 
 const GOALS: Goals = Goals {
     max_pull_time_ratio: 0.5,
     max_idle_rss_kib: 12 * 1024,
+    max_pod_start_ratio: 0.25,
+    max_shim_rss_kib_per_pod: 3 * 1024,
 };
 
 fn pass(ok: bool) -> &'static str {
@@ -782,6 +827,1276 @@ fn report_pull(args: &Args, image: &str, targets: &[PullTarget], load: [Option<f
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// pods
+
+/// Kubernetes namespace of every pod this benchmark creates.
+const POD_NAMESPACE: &str = "berth-bench";
+/// Label carrying this run's id on every pod it creates: cleanup lists pods by it.
+const RUN_LABEL: &str = "berth-bench.run";
+/// The one container of every pod.
+const CONTAINER_NAME: &str = "busybox";
+/// Time limit of each CRI call (a hung daemon must not hang the benchmark).
+const RPC_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long teardown may take to make shims exit and cgroups disappear.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(20);
+
+/// What `pods` needs besides [`Args`].
+struct PodsOpts {
+    image: String,
+    /// M: pods kept running for the memory measurement.
+    pods: usize,
+    cgroup_parent: String,
+    log_dir: PathBuf,
+    /// Remove `log_dir` at the end (we created it).
+    own_log_dir: bool,
+    /// (target, image) pulled on that target before anything is timed.
+    pre_pull: Vec<(String, String)>,
+    /// Wait between the last of the M pods started and the memory readings.
+    settle: Duration,
+    /// Unique per invocation: in pod uids and the [`RUN_LABEL`].
+    run_id: String,
+}
+
+/// How to find a target's per-pod processes: its shims run `exe` with their working directory or an
+/// argument under `state` (both compared after resolving symlinks); see [`shims_of`].
+#[derive(Debug, Clone)]
+struct ProcMatch {
+    exe: PathBuf,
+    state: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StartSample {
+    warmup: bool,
+    /// Position in this round's order (0 = went first).
+    position: usize,
+    run_ms: f64,
+    create_ms: f64,
+    start_ms: f64,
+}
+
+impl StartSample {
+    fn total_ms(&self) -> f64 {
+        self.run_ms + self.create_ms + self.start_ms
+    }
+}
+
+/// One process's memory: VmRSS and, where readable, PSS (shared pages split among their users).
+#[derive(Debug, Clone, Copy)]
+struct ProcMem {
+    pid: i32,
+    rss_kib: u64,
+    pss_kib: Option<u64>,
+}
+
+fn sum_rss(p: &[ProcMem]) -> u64 {
+    p.iter().map(|m| m.rss_kib).sum()
+}
+
+fn sum_pss(p: &[ProcMem]) -> Option<u64> {
+    p.iter().map(|m| m.pss_kib).sum()
+}
+
+/// Memory with M pods running on one target.
+#[derive(Debug, Clone, Default)]
+struct PodMem {
+    /// M: pods running while memory was read.
+    pods: usize,
+    /// RunPodSandbox + CreateContainer + StartContainer of each of the M pods, while the others run.
+    fill: Vec<StartSample>,
+    /// Daemon VmRSS right before the M pods were started, and with them running.
+    daemon_before_kib: u64,
+    daemon_with_kib: u64,
+    shims: Vec<ProcMem>,
+    /// The sandbox ("infra", pause) processes the runtime reports (PodSandboxStatus verbose `pid`).
+    infra: Vec<ProcMem>,
+    /// Command line of one infra process, to show what it is.
+    infra_cmdline: Option<String>,
+    /// Processes whose parent is one of the shims (containers and infra processes).
+    shim_children: usize,
+}
+
+impl PodMem {
+    fn overhead(&self) -> Vec<ProcMem> {
+        self.shims.iter().chain(&self.infra).copied().collect()
+    }
+}
+
+struct PodTarget {
+    target: Target,
+    procs: ProcMatch,
+    rt: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    /// Pods created so far (names and uids are numbered by it).
+    seq: usize,
+    starts: Vec<StartSample>,
+    fresh_kib: u64,
+    mem: PodMem,
+    /// Network namespace pins and other mounts the pods had (from verbose PodSandboxStatus),
+    /// checked after teardown.
+    pod_mounts: BTreeSet<String>,
+    /// Runtime conditions from Status (e.g. NetworkReady=false).
+    conditions: Vec<String>,
+    /// Each pod's log directory, removed with the pod.
+    pod_logs: HashMap<String, PathBuf>,
+}
+
+impl PodTarget {
+    fn starts_measured(&self) -> impl Iterator<Item = &StartSample> {
+        self.starts.iter().filter(|s| !s.warmup)
+    }
+
+    fn stats(&self, f: impl Fn(&StartSample) -> f64) -> Stats {
+        Stats::of(&self.starts_measured().map(f).collect::<Vec<_>>())
+    }
+
+    fn fill_stats(&self) -> Option<Stats> {
+        (!self.mem.fill.is_empty())
+            .then(|| Stats::of(&self.mem.fill.iter().map(StartSample::total_ms).collect::<Vec<_>>()))
+    }
+
+    /// A memory sum divided by the number of pods that were running (M).
+    fn per_pod(&self, kib: u64) -> f64 {
+        kib as f64 / self.mem.pods.max(1) as f64
+    }
+}
+
+/// Parses repeated `NAME=VALUE` options into a map, refusing unknown target names and repeats.
+fn per_target(flag: &str, values: Vec<String>, targets: &[Target]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for (name, value) in per_target_multi(flag, values, targets)? {
+        if m.contains_key(&name) {
+            bail!("{flag}: target {name:?} given twice");
+        }
+        m.insert(name, value);
+    }
+    Ok(m)
+}
+
+async fn cmd_pods(mut args: Args) -> anyhow::Result<Verdict> {
+    let image = args.take("--image").context("--image REF is required")?;
+    let pods: usize = parse_num("--pods", &args.take("--pods").unwrap_or("20".into()))?;
+    let cgroup_parent = args.take("--cgroup-parent").unwrap_or("/berth-bench".into());
+    if !cgroup_parent.starts_with('/') || cgroup_parent.len() < 2 || cgroup_parent.contains("..") {
+        bail!("--cgroup-parent must be an absolute cgroupfs path like /berth-bench, got {cgroup_parent:?}");
+    }
+    let settle = Duration::from_millis(parse_num(
+        "--settle-ms",
+        &args.take("--settle-ms").unwrap_or("2000".into()),
+    )?);
+    let shims = per_target("--shim", args.take_all("--shim"), &args.targets)?;
+    let states = per_target("--state", args.take_all("--state"), &args.targets)?;
+    let pre_pull = per_target_multi("--pre-pull", args.take_all("--pre-pull"), &args.targets)?;
+    let log_dir_arg = args.take("--log-dir");
+    args.finish()?;
+
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let (log_dir, own_log_dir) = match log_dir_arg {
+        Some(d) => (PathBuf::from(d), false),
+        None => (std::env::temp_dir().join(format!("berth-bench-logs-{run_id}")), true),
+    };
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+    let o = PodsOpts {
+        image,
+        pods,
+        cgroup_parent,
+        log_dir,
+        own_log_dir,
+        pre_pull,
+        settle,
+        run_id,
+    };
+
+    // A leftover parent with pods in it means another run (or a crashed one) is using it.
+    let busy = cgroup_children(&o.cgroup_parent);
+    if !busy.is_empty() {
+        bail!(
+            "cgroup parent {} already has children (another benchmark running, or leftovers): {busy:?}",
+            o.cgroup_parent
+        );
+    }
+
+    let mut targets = Vec::new();
+    for t in &args.targets {
+        let (Some(exe), Some(state)) = (shims.get(&t.name), states.get(&t.name)) else {
+            bail!(
+                "{}: --shim {0}=EXE and --state {0}=DIR are needed to find its per-pod processes",
+                t.name
+            );
+        };
+        let procs = ProcMatch {
+            exe: std::fs::canonicalize(exe).with_context(|| format!("--shim {}={exe}", t.name))?,
+            state: std::fs::canonicalize(state).with_context(|| format!("--state {}={state}", t.name))?,
+        };
+        let ch = berth_test::connect(&t.socket)
+            .await
+            .with_context(|| format!("{}: connect to {}", t.name, t.socket.display()))?;
+        targets.push(PodTarget {
+            target: t.clone(),
+            procs,
+            rt: RuntimeServiceClient::new(ch.clone()).max_decoding_message_size(64 << 20),
+            images: ImageServiceClient::new(ch).max_decoding_message_size(64 << 20),
+            seq: 0,
+            starts: Vec::new(),
+            fresh_kib: 0,
+            mem: PodMem::default(),
+            pod_mounts: BTreeSet::new(),
+            conditions: Vec::new(),
+            pod_logs: HashMap::new(),
+        });
+    }
+
+    // The work, raced with SIGINT/SIGTERM; whatever happens, every pod of this run is removed after.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let res = tokio::select! {
+        r = pods_run(&args, &o, &mut targets) => r,
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
+        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
+    };
+    if let Err(e) = &res {
+        note(&format!("pods: {e:#}; removing this run's pods"));
+    }
+    let cleanup = tokio::time::timeout(Duration::from_secs(90), pods_cleanup(&o, &mut targets)).await;
+    if o.own_log_dir {
+        let _ = std::fs::remove_dir_all(&o.log_dir);
+    }
+    let cleanup = cleanup
+        .map_err(|_| anyhow::anyhow!("cleanup took longer than 90 s"))
+        .and_then(|c| c);
+    let load = match res {
+        Ok(load) => load,
+        Err(e) => {
+            match &cleanup {
+                Ok(c) => note(&c.summary(&o, &targets)),
+                Err(ce) => note(&format!("cleanup failed too: {ce:#}")),
+            }
+            return Err(e);
+        }
+    };
+    let cleanup = cleanup?;
+    let verdict = report_pods(&args, &o, &targets, load, &cleanup);
+    if !cleanup.clean() {
+        bail!("teardown left things behind (see \"cleanup\" above)");
+    }
+    Ok(verdict)
+}
+
+/// Like [`per_target`], but a target may be named several times (`--pre-pull containerd=a --pre-pull containerd=b`).
+fn per_target_multi(flag: &str, values: Vec<String>, targets: &[Target]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for v in values {
+        let (name, value) = v
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .with_context(|| format!("{flag} {v:?}: expected NAME=VALUE"))?;
+        if !targets.iter().any(|t| t.name == name) {
+            bail!("{flag} {v:?}: no --target named {name:?}");
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
+/// Bounds one CRI call by [`RPC_TIMEOUT`] and names it in errors.
+async fn rpc<T>(
+    what: String,
+    fut: impl std::future::Future<Output = Result<berth_proto::tonic::Response<T>, berth_proto::tonic::Status>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => bail!("{what}: {:?}: {}", s.code(), s.message()),
+        Err(_) => bail!("{what}: no answer within {RPC_TIMEOUT:?}"),
+    }
+}
+
+/// Everything that is measured; returns the load averages at start and end.
+async fn pods_run(args: &Args, o: &PodsOpts, targets: &mut [PodTarget]) -> anyhow::Result<[Option<f64>; 2]> {
+    // Ready, conditions, images (not timed), fresh RSS.
+    for pt in targets.iter_mut() {
+        wait_ready(&pt.target, &mut pt.images).await?;
+        let st = rpc(
+            format!("{}: Status", pt.target.name),
+            pt.rt.status(StatusRequest { verbose: false }),
+        )
+        .await?;
+        pt.conditions = st
+            .status
+            .map(|s| {
+                s.conditions
+                    .iter()
+                    .map(|c| {
+                        let mut t = format!("{}={}", c.r#type, c.status);
+                        if !c.status && !c.reason.is_empty() {
+                            t += &format!(" ({})", c.reason);
+                        }
+                        t
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut pulls = vec![o.image.clone()];
+        pulls.extend(
+            o.pre_pull
+                .iter()
+                .filter(|(n, _)| *n == pt.target.name)
+                .map(|(_, i)| i.clone()),
+        );
+        for img in pulls {
+            let t0 = Instant::now();
+            rpc(
+                format!("{}: PullImage {img}", pt.target.name),
+                pt.images.pull_image(PullImageRequest {
+                    image: spec(&img),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+            note(&format!(
+                "{}: pulled {img} (not timed: {})",
+                pt.target.name,
+                ms(t0.elapsed().as_secs_f64() * 1000.0)
+            ));
+        }
+    }
+    for pt in targets.iter_mut() {
+        pt.fresh_kib = idle_rss_kib(&pt.target).await?;
+    }
+
+    println!(
+        "== pods: RunPodSandbox + CreateContainer + StartContainer of {} (`sleep 3600`), {} measured run(s) + {} \
+         warm-up per target, first target alternating; then {} pods running per target ==",
+        o.image, args.runs, args.warmup, o.pods
+    );
+    let load_start = check_quiet("at the start");
+    for pt in targets.iter() {
+        println!(
+            "{:<12} runtime conditions: {}",
+            pt.target.name,
+            pt.conditions.join(", ")
+        );
+    }
+
+    // 1. Start latency: one pod at a time, removed (not timed) before the next.
+    let n = targets.len();
+    for round in 0..args.warmup + args.runs {
+        let warmup = round < args.warmup;
+        let run = if warmup { round + 1 } else { round - args.warmup + 1 };
+        for position in 0..n {
+            let pt = &mut targets[(round + position) % n];
+            let (id, mut s) = start_pod(pt, o, "start").await?;
+            s.warmup = warmup;
+            s.position = position;
+            check_running(pt, &id).await?;
+            remember_pod_mounts(pt, &id).await?;
+            remove_pod(pt, &id).await?;
+            println!(
+                "{} {:<7} {:<12} pod+container {:>10}  (RunPodSandbox {:>9}, CreateContainer {:>9}, StartContainer {:>9})",
+                if warmup { "warm-up" } else { "run    " },
+                format!("{run}/{}", if warmup { args.warmup } else { args.runs }),
+                pt.target.name,
+                ms(s.total_ms()),
+                ms(s.run_ms),
+                ms(s.create_ms),
+                ms(s.start_ms),
+            );
+            let _ = std::io::stdout().flush();
+            pt.starts.push(s);
+        }
+        // Let the teardown's asynchronous work (shim exits, cgroup removal) finish before the next round.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 2. M pods running on every target at once.
+    if o.pods > 0 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for pt in targets.iter_mut() {
+            pt.mem.daemon_before_kib = idle_rss_kib(&pt.target).await?;
+        }
+        let mut ids: Vec<Vec<String>> = vec![Vec::new(); n];
+        let t0 = Instant::now();
+        for i in 0..o.pods {
+            for position in 0..n {
+                let k = (i + position) % n;
+                let pt = &mut targets[k];
+                let (id, mut s) = start_pod(pt, o, "fill").await?;
+                s.position = position;
+                pt.mem.fill.push(s);
+                // Not timed; right away, so that an interrupted run still checks these mounts.
+                remember_pod_mounts(pt, &id).await?;
+                ids[k].push(id);
+            }
+        }
+        for (pt, ids) in targets.iter_mut().zip(&ids) {
+            for id in ids {
+                check_running(pt, id).await?;
+            }
+        }
+        println!(
+            "started {} pods on each target in {} (interleaved); waiting {} before reading memory",
+            o.pods,
+            ms(t0.elapsed().as_secs_f64() * 1000.0),
+            ms(o.settle.as_secs_f64() * 1000.0)
+        );
+        tokio::time::sleep(o.settle).await;
+        for (pt, ids) in targets.iter_mut().zip(&ids) {
+            measure_pod_memory(pt, ids, o.pods).await?;
+        }
+    }
+    let load_end = check_quiet("at the end");
+    Ok([load_start, load_end])
+}
+
+/// Kubelet-like configs: labels kubelet sets, a pod log directory, a cgroup parent, DNS config,
+/// pod-level network and IPC namespaces, a PID namespace per container, BestEffort resources.
+fn pod_config(o: &PodsOpts, name: &str, uid: &str, log_dir: &std::path::Path) -> PodSandboxConfig {
+    let labels = HashMap::from([
+        (RUN_LABEL.to_string(), o.run_id.clone()),
+        ("io.kubernetes.pod.name".to_string(), name.to_string()),
+        ("io.kubernetes.pod.namespace".to_string(), POD_NAMESPACE.to_string()),
+        ("io.kubernetes.pod.uid".to_string(), uid.to_string()),
+    ]);
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid: uid.to_string(),
+            namespace: POD_NAMESPACE.to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.display().to_string(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec![
+                format!("{POD_NAMESPACE}.svc.cluster.local"),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        }),
+        labels,
+        annotations: HashMap::from([
+            ("kubernetes.io/config.source".to_string(), "api".to_string()),
+            (
+                "kubernetes.io/config.seen".to_string(),
+                "2024-01-01T00:00:00Z".to_string(),
+            ),
+        ]),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: o.cgroup_parent.clone(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(o: &PodsOpts, pod: &PodSandboxConfig) -> ContainerConfig {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: CONTAINER_NAME.into(),
+            attempt: 0,
+        }),
+        image: spec(&o.image),
+        command: vec!["sleep".into(), "3600".into()],
+        envs: vec![KeyValue {
+            key: "KUBERNETES_SERVICE_HOST".into(),
+            value: "10.96.0.1".into(),
+        }],
+        labels: HashMap::from([
+            ("io.kubernetes.container.name".to_string(), CONTAINER_NAME.to_string()),
+            ("io.kubernetes.pod.name".to_string(), meta.name),
+            ("io.kubernetes.pod.namespace".to_string(), meta.namespace),
+            ("io.kubernetes.pod.uid".to_string(), meta.uid),
+        ]),
+        annotations: HashMap::from([
+            ("io.kubernetes.container.restartCount".to_string(), "0".to_string()),
+            (
+                "io.kubernetes.container.terminationMessagePath".to_string(),
+                "/dev/termination-log".to_string(),
+            ),
+        ]),
+        // kubelet's form: <pod log dir>/<container>/<restart count>.log
+        log_path: format!("{CONTAINER_NAME}/0.log"),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_shares: 2,
+                oom_score_adj: 1000,
+                ..Default::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The timed part: RunPodSandbox, CreateContainer, StartContainer. The log directories are made
+/// first (kubelet makes them) and not timed.
+async fn start_pod(pt: &mut PodTarget, o: &PodsOpts, kind: &str) -> anyhow::Result<(String, StartSample)> {
+    let i = pt.seq;
+    pt.seq += 1;
+    let name = format!("{kind}-{i}");
+    let uid = format!("{}-{}-{i}", o.run_id, pt.target.name);
+    let log_dir = o
+        .log_dir
+        .join(&pt.target.name)
+        .join(format!("{POD_NAMESPACE}_{name}_{uid}"));
+    std::fs::create_dir_all(log_dir.join(CONTAINER_NAME)).with_context(|| format!("create {}", log_dir.display()))?;
+    let pod = pod_config(o, &name, &uid, &log_dir);
+    let ctr = container_config(o, &pod);
+    let who = pt.target.name.clone();
+
+    let t0 = Instant::now();
+    let id = rpc(
+        format!("{who}: RunPodSandbox {name}"),
+        pt.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        }),
+    )
+    .await?
+    .pod_sandbox_id;
+    let t1 = Instant::now();
+    let cid = rpc(
+        format!("{who}: CreateContainer in {name}"),
+        pt.rt.create_container(CreateContainerRequest {
+            pod_sandbox_id: id.clone(),
+            config: Some(ctr),
+            sandbox_config: Some(pod),
+        }),
+    )
+    .await?
+    .container_id;
+    let t2 = Instant::now();
+    rpc(
+        format!("{who}: StartContainer in {name}"),
+        pt.rt.start_container(StartContainerRequest { container_id: cid }),
+    )
+    .await?;
+    let t3 = Instant::now();
+    pt.pod_logs.insert(id.clone(), log_dir);
+    let msf = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+    Ok((
+        id,
+        StartSample {
+            warmup: false,
+            position: 0,
+            run_ms: msf(t0, t1),
+            create_ms: msf(t1, t2),
+            start_ms: msf(t2, t3),
+        },
+    ))
+}
+
+/// The pod's container must be running (not timed).
+async fn check_running(pt: &mut PodTarget, pod_id: &str) -> anyhow::Result<()> {
+    let who = pt.target.name.clone();
+    let cs = rpc(
+        format!("{who}: ListContainers"),
+        pt.rt.list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod_id.to_string(),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await?
+    .containers;
+    if cs.len() != 1 || cs[0].state != ContainerState::ContainerRunning as i32 {
+        bail!(
+            "{who}: pod {pod_id} should have one running container, has {:?}",
+            cs.iter().map(|c| (&c.id, c.state)).collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// Verbose PodSandboxStatus's `info` document (the runtime's own JSON), if any.
+async fn pod_info(pt: &mut PodTarget, pod_id: &str) -> anyhow::Result<serde_json::Value> {
+    let r = rpc(
+        format!("{}: PodSandboxStatus", pt.target.name),
+        pt.rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            verbose: true,
+        }),
+    )
+    .await?;
+    Ok(r.info
+        .get("info")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(serde_json::Value::Null))
+}
+
+/// Remembers the pod's mounts that teardown must remove: the absolute paths in its verbose status
+/// that are network namespace pins (`.../netns/...`) or lie under the target's state directory,
+/// and are mount points now.
+async fn remember_pod_mounts(pt: &mut PodTarget, pod_id: &str) -> anyhow::Result<()> {
+    let info = pod_info(pt, pod_id).await?;
+    let mut paths = Vec::new();
+    json_strings(&info, &mut paths);
+    let mounted = mount_points();
+    let state = pt.procs.state.display().to_string();
+    for p in paths {
+        if p.starts_with('/') && (p.contains("/netns/") || p.starts_with(&state)) && mounted.contains(&p) {
+            pt.pod_mounts.insert(p);
+        }
+    }
+    Ok(())
+}
+
+fn json_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|v| json_strings(v, out)),
+        _ => {}
+    }
+}
+
+/// StopPodSandbox + RemovePodSandbox (they stop and remove the containers), then the log dir.
+async fn remove_pod(pt: &mut PodTarget, pod_id: &str) -> anyhow::Result<()> {
+    let who = pt.target.name.clone();
+    rpc(
+        format!("{who}: StopPodSandbox {pod_id}"),
+        pt.rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.to_string(),
+        }),
+    )
+    .await?;
+    rpc(
+        format!("{who}: RemovePodSandbox {pod_id}"),
+        pt.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.to_string(),
+        }),
+    )
+    .await?;
+    if let Some(dir) = pt.pod_logs.remove(pod_id) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+// --- processes --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    exe: Option<PathBuf>,
+    cwd: Option<PathBuf>,
+    args: Vec<String>,
+}
+
+/// Every process in /proc (those that vanish while we read are skipped).
+fn processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the parenthesised command: state, ppid, ...
+            let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()?;
+            let link = |what: &str| {
+                std::fs::read_link(format!("/proc/{pid}/{what}")).ok().map(|p| {
+                    let s = p.to_string_lossy();
+                    PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s))
+                })
+            };
+            Some(Proc {
+                pid,
+                ppid,
+                exe: link("exe"),
+                cwd: link("cwd"),
+                args: cmdline_args(pid),
+            })
+        })
+        .collect()
+}
+
+/// The target's shims: processes running its shim executable whose working directory (the bundle
+/// containerd's shims stay in) or one of whose arguments (berth-shim moves to / but is given its
+/// daemon's event and socket paths) lies under its state directory. Other runtimes' and other
+/// daemons' shims, even of the same executable, do not match.
+fn shims_of<'a>(procs: &'a [Proc], m: &ProcMatch) -> impl Iterator<Item = &'a Proc> {
+    procs.iter().filter(move |p| {
+        p.exe.as_deref() == Some(m.exe.as_path())
+            && (p.cwd.as_deref().is_some_and(|c| c.starts_with(&m.state))
+                || p.args.iter().any(|a| std::path::Path::new(a).starts_with(&m.state)))
+    })
+}
+
+fn proc_mem(pid: i32) -> Option<ProcMem> {
+    let rss_kib = proc_status_kib(pid, "VmRSS:").ok()?;
+    let pss_kib = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| parse_status_kib(&t, "Pss:"));
+    Some(ProcMem { pid, rss_kib, pss_kib })
+}
+
+fn cmdline_args(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn cmdline(pid: i32) -> Option<String> {
+    Some(cmdline_args(pid).join(" ")).filter(|c| !c.is_empty())
+}
+
+/// Memory of the daemon, its shims and its pods' infra processes with `ids` running. Processes are
+/// read five times 200 ms apart; each figure is the median of the five sums.
+async fn measure_pod_memory(pt: &mut PodTarget, ids: &[String], m: usize) -> anyhow::Result<()> {
+    let who = pt.target.name.clone();
+    // Infra processes: what the runtime reports as the sandbox's pid, checked to be a child of one
+    // of this target's shims (so it is a process of ours).
+    let procs = processes();
+    let shims: Vec<i32> = shims_of(&procs, &pt.procs).map(|p| p.pid).collect();
+    if shims.is_empty() {
+        bail!(
+            "{who}: no shim processes found (exe {}, cwd under {})",
+            pt.procs.exe.display(),
+            pt.procs.state.display()
+        );
+    }
+    let mut infra = Vec::new();
+    for id in ids {
+        let info = pod_info(pt, id).await?;
+        let Some(pid) = info.get("pid").and_then(|p| p.as_i64()).filter(|p| *p > 0) else {
+            continue;
+        };
+        let pid = pid as i32;
+        match procs.iter().find(|p| p.pid == pid) {
+            Some(p) if shims.contains(&p.ppid) => infra.push(pid),
+            Some(p) => bail!(
+                "{who}: pod {id}'s sandbox pid {pid} is not a child of one of its shims (ppid {})",
+                p.ppid
+            ),
+            None => bail!("{who}: pod {id}'s sandbox pid {pid} does not exist"),
+        }
+    }
+    if !infra.is_empty() && infra.len() != ids.len() {
+        bail!("{who}: {} of {} pods report a sandbox process", infra.len(), ids.len());
+    }
+    pt.mem.infra_cmdline = infra.first().and_then(|p| cmdline(*p));
+    pt.mem.shim_children = procs.iter().filter(|p| shims.contains(&p.ppid)).count();
+
+    let mut readings: Vec<(u64, Vec<ProcMem>, Vec<ProcMem>)> = Vec::new();
+    for _ in 0..5 {
+        let s: Vec<ProcMem> = shims.iter().filter_map(|p| proc_mem(*p)).collect();
+        let i: Vec<ProcMem> = infra.iter().filter_map(|p| proc_mem(*p)).collect();
+        if s.len() != shims.len() || i.len() != infra.len() {
+            bail!("{who}: a shim or infra process exited while its pod was running");
+        }
+        readings.push((pt.target.rss_kib()?, s, i));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The reading whose total overhead is the median one (so shims and infra stay consistent).
+    readings.sort_by_key(|(_, s, i)| sum_rss(s) + sum_rss(i));
+    let (_, s, i) = readings[readings.len() / 2].clone();
+    let mut daemon: Vec<u64> = readings.iter().map(|r| r.0).collect();
+    daemon.sort_unstable();
+    pt.mem.daemon_with_kib = daemon[daemon.len() / 2];
+    pt.mem.pods = m;
+    pt.mem.shims = s;
+    pt.mem.infra = i;
+    if pt.mem.shims.len() != m {
+        note(&format!("{who}: {} shim processes for {m} pods", pt.mem.shims.len()));
+    }
+    Ok(())
+}
+
+// --- mounts and cgroups ---------------------------------------------------------------------
+
+fn mount_points() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .collect()
+}
+
+/// The cgroup parent's directory in every mounted hierarchy (v1 controllers, named, unified).
+fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let rel = parent.trim_start_matches('/');
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Cgroups below the parent (pods' and containers' cgroups that still exist).
+fn cgroup_children(parent: &str) -> Vec<PathBuf> {
+    cgroup_dirs(parent)
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// What teardown found.
+#[derive(Debug, Default)]
+struct Cleanup {
+    /// Pods of this run each target still listed after removing them.
+    pods_left: Vec<String>,
+    removed_pods: usize,
+    shims_left: Vec<String>,
+    mounts_left: Vec<String>,
+    cgroups_left: Vec<String>,
+    cgroup_dirs_removed: usize,
+    secs: f64,
+}
+
+impl Cleanup {
+    /// What was removed and checked, and one line per thing left behind.
+    fn summary(&self, o: &PodsOpts, targets: &[PodTarget]) -> String {
+        let pod_mounts: usize = targets.iter().map(|pt| pt.pod_mounts.len()).sum();
+        let mut out = format!(
+            "cleanup: {} running pod(s) stopped and removed through CRI in {:.1} s (and every timed pod right after \
+             its run); left behind: {} pod(s), {} shim(s), {} mount(s) (checked: all under the state dirs, and the \
+             {pod_mounts} namespace mounts the pods had), {} cgroup(s) under {} ({} empty dirs of it removed){}",
+            self.removed_pods,
+            self.secs,
+            self.pods_left.len(),
+            self.shims_left.len(),
+            self.mounts_left.len(),
+            self.cgroups_left.len(),
+            o.cgroup_parent,
+            self.cgroup_dirs_removed,
+            if self.clean() { "" } else { "  LEFTOVERS:" }
+        );
+        for l in self
+            .pods_left
+            .iter()
+            .chain(&self.shims_left)
+            .chain(&self.mounts_left)
+            .chain(&self.cgroups_left)
+        {
+            out += &format!("\n  left: {l}");
+        }
+        out
+    }
+
+    fn clean(&self) -> bool {
+        self.pods_left.is_empty()
+            && self.shims_left.is_empty()
+            && self.mounts_left.is_empty()
+            && self.cgroups_left.is_empty()
+    }
+}
+
+/// Removes every pod of this run through CRI (found by [`RUN_LABEL`], also after an error or a
+/// signal), then checks that their shims exited and their mounts and cgroups are gone, and removes
+/// the (then empty) cgroup parent. Signals nothing.
+async fn pods_cleanup(o: &PodsOpts, targets: &mut [PodTarget]) -> anyhow::Result<Cleanup> {
+    let t0 = Instant::now();
+    let mut c = Cleanup::default();
+    for pt in targets.iter_mut() {
+        // Twice: a RunPodSandbox cut short by a signal may still finish on the daemon's side.
+        for pass in 0..2 {
+            let pods = list_run_pods(pt, o).await?;
+            for id in &pods {
+                if let Err(e) = remove_pod(pt, id).await {
+                    note(&format!("cleanup: {e:#}"));
+                }
+            }
+            c.removed_pods += pods.len();
+            if pass == 0 && !pods.is_empty() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        for id in list_run_pods(pt, o).await? {
+            c.pods_left.push(format!("{}: pod {id}", pt.target.name));
+        }
+    }
+    // Shims exit and cgroups go away shortly after the removal returns.
+    loop {
+        let procs = processes();
+        c.shims_left = targets
+            .iter()
+            .flat_map(|pt| {
+                shims_of(&procs, &pt.procs).map(|p| {
+                    format!(
+                        "{}: shim pid {} in {}",
+                        pt.target.name,
+                        p.pid,
+                        p.cwd.as_deref().unwrap_or(std::path::Path::new("?")).display()
+                    )
+                })
+            })
+            .collect();
+        let mounted = mount_points();
+        c.mounts_left = targets
+            .iter()
+            .flat_map(|pt| {
+                let state = pt.procs.state.display().to_string();
+                mounted
+                    .iter()
+                    .filter(move |m| m.starts_with(&format!("{state}/")))
+                    .map(|m| format!("{}: {m}", pt.target.name))
+                    .chain(
+                        pt.pod_mounts
+                            .iter()
+                            .filter(|m| mounted.contains(*m))
+                            .map(|m| format!("{}: {m}", pt.target.name)),
+                    )
+                    .collect::<Vec<_>>()
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        c.cgroups_left = cgroup_children(&o.cgroup_parent)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        if c.clean() || t0.elapsed() > TEARDOWN_WAIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if c.cgroups_left.is_empty() {
+        for d in cgroup_dirs(&o.cgroup_parent) {
+            match std::fs::remove_dir(&d) {
+                Ok(()) => c.cgroup_dirs_removed += 1,
+                Err(e) => c.cgroups_left.push(format!("{}: {e}", d.display())),
+            }
+        }
+    }
+    c.secs = t0.elapsed().as_secs_f64();
+    Ok(c)
+}
+
+async fn list_run_pods(pt: &mut PodTarget, o: &PodsOpts) -> anyhow::Result<Vec<String>> {
+    Ok(rpc(
+        format!("{}: ListPodSandbox", pt.target.name),
+        pt.rt.list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: HashMap::from([(RUN_LABEL.to_string(), o.run_id.clone())]),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await?
+    .items
+    .into_iter()
+    .map(|p| p.id)
+    .collect())
+}
+
+// --- report -----------------------------------------------------------------------------------
+
+fn kib_str(kib: Option<u64>) -> String {
+    kib.map(|k| mib(k as f64)).unwrap_or_else(|| "n/a".into())
+}
+
+/// MiB with two decimals, for per-pod figures held to a goal.
+fn mib2(kib: f64) -> String {
+    format!("{:.2} MiB", kib / 1024.0)
+}
+
+fn report_pods(args: &Args, o: &PodsOpts, targets: &[PodTarget], load: [Option<f64>; 2], cleanup: &Cleanup) -> Verdict {
+    println!();
+    println!(
+        "pods: {} measured runs per target, then {} pods running per target",
+        args.runs, o.pods
+    );
+    println!(
+        "  start       RunPodSandbox + CreateContainer + StartContainer of {} running `sleep 3600`,",
+        o.image
+    );
+    println!("              wall clock at the client; image pulled before, pod stopped and removed after (not timed).");
+    println!(
+        "              Kubelet-like configs: cgroup_parent {}, log directory, DNS config, network+IPC",
+        o.cgroup_parent
+    );
+    println!("              namespaces per pod, a PID namespace per container, BestEffort cpu shares/oom_score_adj");
+    println!("  start@M     the same for each of the M pods started while the others keep running (interleaved)");
+    println!("  daemon      VmRSS of the daemon: fresh (before the first pod), before the M pods, with them running");
+    println!("  shims       the target's shim processes: its shim executable, working directory or an argument under");
+    println!(
+        "              its state dir (berth: berth-shim, one per pod; containerd: containerd-shim-runc-v2, one per pod)"
+    );
+    println!("  infra       the sandbox (\"pause\") processes the runtime reports in verbose PodSandboxStatus");
+    println!(
+        "  per pod     RSS (or PSS) sum / M; PSS splits shared pages (a shim binary's text, libc) among the processes using them"
+    );
+    println!("  networking  NOT equal: berth has no pod networking yet (each pod gets a network namespace with no");
+    println!("              interface configured); containerd runs CNI in each pod's network namespace, which");
+    println!("              hack/bench keeps to loopback only: lo up (the loopback plugin) plus a stub plugin that");
+    println!("              creates nothing and only reports the eth0 address containerd 1.6 insists on. Fair-ish:");
+    println!("              containerd pays lo setup and two plugin execs per pod that berth does not; a real CNI");
+    println!("              (veth, bridge, IPAM) would add to containerd's time, and to berth's once it has one.");
+    println!();
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>10}",
+        "target", "start med", "start min", "start max", "RunPodSb", "CreateCtr", "StartCtr", "start@M"
+    );
+    for pt in targets {
+        let t = pt.stats(StartSample::total_ms);
+        println!(
+            "{:<12} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>10}",
+            pt.target.name,
+            ms(t.median),
+            ms(t.min),
+            ms(t.max),
+            ms(pt.stats(|s| s.run_ms).median),
+            ms(pt.stats(|s| s.create_ms).median),
+            ms(pt.stats(|s| s.start_ms).median),
+            pt.fill_stats().map(|s| ms(s.median)).unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    if o.pods > 0 {
+        println!();
+        println!(
+            "memory with {} pods running per target (each: one `sleep 3600` container):",
+            o.pods
+        );
+        println!(
+            "{:<12} {:>12} {:>12} {:>12} {:>14}",
+            "daemon", "fresh", "before M", "with M", "growth/pod"
+        );
+        for pt in targets {
+            let m = &pt.mem;
+            println!(
+                "{:<12} {:>12} {:>12} {:>12} {:>14}",
+                pt.target.name,
+                mib(pt.fresh_kib as f64),
+                mib(m.daemon_before_kib as f64),
+                mib(m.daemon_with_kib as f64),
+                format!(
+                    "{:+.0} KiB",
+                    (m.daemon_with_kib as f64 - m.daemon_before_kib as f64) / o.pods as f64
+                ),
+            );
+        }
+        println!();
+        println!(
+            "{:<12} {:<34} {:>5} {:>10} {:>10} {:>10} {:>10}",
+            "per-pod", "processes", "count", "RSS sum", "RSS/pod", "PSS sum", "PSS/pod"
+        );
+        for pt in targets {
+            let m = &pt.mem;
+            let exe = pt
+                .procs
+                .exe
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let infra = m
+                .infra_cmdline
+                .as_deref()
+                .map(|c| format!("infra `{}`", c.chars().take(26).collect::<String>()))
+                .unwrap_or_else(|| "infra (none: no pause process)".into());
+            let over = m.overhead();
+            for (what, p) in [
+                (format!("shims ({exe})"), &m.shims[..]),
+                (infra, &m.infra[..]),
+                ("total".to_string(), &over[..]),
+            ] {
+                let dash = |v: String| if p.is_empty() { "-".to_string() } else { v };
+                println!(
+                    "{:<12} {:<34} {:>5} {:>10} {:>10} {:>10} {:>10}",
+                    pt.target.name,
+                    what,
+                    p.len(),
+                    dash(mib(sum_rss(p) as f64)),
+                    dash(mib2(pt.per_pod(sum_rss(p)))),
+                    dash(kib_str(sum_pss(p))),
+                    dash(sum_pss(p).map(|k| mib2(pt.per_pod(k))).unwrap_or_else(|| "n/a".into())),
+                );
+            }
+        }
+        for pt in targets {
+            println!(
+                "  {}: shims run {}; {} process(es) are children of the shims",
+                pt.target.name,
+                pt.procs.exe.display(),
+                pt.mem.shim_children
+            );
+        }
+    }
+
+    let base = targets.iter().find(|pt| pt.target.name == args.baseline);
+    let mut all_ok = true;
+    let mut comparisons = Vec::new();
+    println!();
+    if base.is_none() {
+        println!("(no target named {:?}: no ratios)", args.baseline);
+    }
+    for pt in targets.iter().filter(|pt| pt.target.name != args.baseline) {
+        let name = &pt.target.name;
+        let mut cmp = json!({ "target": name });
+        let shim_per_pod = (o.pods > 0).then(|| pt.per_pod(sum_rss(&pt.mem.shims)));
+        if let Some(base) = base {
+            let start_ratio = pt.stats(StartSample::total_ms).median / base.stats(StartSample::total_ms).median;
+            let fill_ratio = pt.fill_stats().zip(base.fill_stats()).map(|(a, b)| a.median / b.median);
+            let start_ok = start_ratio <= GOALS.max_pod_start_ratio;
+            all_ok &= start_ok;
+            print!("ratio {name}/{}: start {start_ratio:.2}x", args.baseline);
+            if let Some(r) = fill_ratio {
+                print!(", start@M {r:.2}x");
+            }
+            cmp["baseline"] = json!(args.baseline);
+            cmp["start_ratio"] = json!(start_ratio);
+            cmp["start_at_m_ratio"] = json!(fill_ratio);
+            if o.pods > 0 {
+                let (a, b) = (pt.mem.overhead(), base.mem.overhead());
+                let rss_ratio = pt.per_pod(sum_rss(&a)) / base.per_pod(sum_rss(&b));
+                let pss_ratio = sum_pss(&a)
+                    .zip(sum_pss(&b))
+                    .map(|(x, y)| pt.per_pod(x) / base.per_pod(y));
+                let daemon_ratio = pt.mem.daemon_with_kib as f64 / base.mem.daemon_with_kib as f64;
+                print!(
+                    ", per-pod overhead RSS {rss_ratio:.2}x, PSS {}, daemon RSS with {} pods {daemon_ratio:.2}x",
+                    pss_ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "n/a".into()),
+                    o.pods
+                );
+                cmp["overhead_rss_per_pod_ratio"] = json!(rss_ratio);
+                cmp["overhead_pss_per_pod_ratio"] = json!(pss_ratio);
+                cmp["daemon_rss_with_pods_ratio"] = json!(daemon_ratio);
+            }
+            println!();
+            println!(
+                "goal  pod+container start <= {:.2}x {}: {name} {start_ratio:.2}x  {}",
+                GOALS.max_pod_start_ratio,
+                args.baseline,
+                pass(start_ok)
+            );
+            cmp["goal_start_ratio"] = json!(GOALS.max_pod_start_ratio);
+            cmp["start_ok"] = json!(start_ok);
+        }
+        if let Some(per_pod) = shim_per_pod {
+            let ok = per_pod <= GOALS.max_shim_rss_kib_per_pod as f64;
+            all_ok &= ok;
+            println!(
+                "goal  {name} shim RSS per pod <= {}: {}  {}",
+                mib2(GOALS.max_shim_rss_kib_per_pod as f64),
+                mib2(per_pod),
+                pass(ok)
+            );
+            cmp["shim_rss_kib_per_pod"] = json!(per_pod);
+            cmp["goal_shim_rss_kib_per_pod"] = json!(GOALS.max_shim_rss_kib_per_pod);
+            cmp["shim_rss_ok"] = json!(ok);
+        }
+        comparisons.push(cmp);
+    }
+    let pod_mounts: usize = targets.iter().map(|pt| pt.pod_mounts.len()).sum();
+    println!();
+    println!("{}", cleanup.summary(o, targets));
+
+    let mem_json = |p: &[ProcMem]| {
+        json!({
+            "count": p.len(),
+            "rss_kib": sum_rss(p),
+            "pss_kib": sum_pss(p),
+            "pids": p.iter().map(|m| m.pid).collect::<Vec<_>>(),
+        })
+    };
+    let json_targets: Vec<_> = targets
+        .iter()
+        .map(|pt| {
+            let samples = |v: &[StartSample]| {
+                v.iter()
+                    .map(|s| {
+                        json!({
+                            "warmup": s.warmup, "position": s.position, "total_ms": s.total_ms(),
+                            "run_pod_sandbox_ms": s.run_ms, "create_container_ms": s.create_ms,
+                            "start_container_ms": s.start_ms,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            json!({
+                "name": pt.target.name,
+                "pid": pt.target.pid,
+                "socket": pt.target.socket,
+                "conditions": pt.conditions,
+                "start_ms": pt.stats(StartSample::total_ms).json(),
+                "run_pod_sandbox_ms": pt.stats(|s| s.run_ms).json(),
+                "create_container_ms": pt.stats(|s| s.create_ms).json(),
+                "start_container_ms": pt.stats(|s| s.start_ms).json(),
+                "start_at_m_ms": pt.fill_stats().map(|s| s.json()),
+                "daemon_rss_kib": {
+                    "fresh": pt.fresh_kib, "before_pods": pt.mem.daemon_before_kib, "with_pods": pt.mem.daemon_with_kib,
+                },
+                "shim_exe": pt.procs.exe,
+                "shims": mem_json(&pt.mem.shims),
+                "infra": mem_json(&pt.mem.infra),
+                "infra_cmdline": pt.mem.infra_cmdline,
+                "shim_children": pt.mem.shim_children,
+                "overhead_rss_kib_per_pod": (o.pods > 0).then(|| pt.per_pod(sum_rss(&pt.mem.overhead()))),
+                "overhead_pss_kib_per_pod": sum_pss(&pt.mem.overhead()).filter(|_| o.pods > 0).map(|k| pt.per_pod(k)),
+                "samples": samples(&pt.starts),
+                "samples_at_m": samples(&pt.mem.fill),
+            })
+        })
+        .collect();
+    let out = json!({
+        "bench": "pods",
+        "image": o.image,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "pods": o.pods,
+        "cgroup_parent": o.cgroup_parent,
+        "loadavg_start": load[0],
+        "loadavg_end": load[1],
+        "targets": json_targets,
+        "comparisons": comparisons,
+        "cleanup": {
+            "removed_pods": cleanup.removed_pods,
+            "pod_mounts_checked": pod_mounts,
+            "secs": cleanup.secs,
+            "clean": cleanup.clean(),
+            "pods_left": cleanup.pods_left,
+            "shims_left": cleanup.shims_left,
+            "mounts_left": cleanup.mounts_left,
+            "cgroups_left": cleanup.cgroups_left,
+        },
+        "goals_met": all_ok,
+    });
+    println!();
+    println!("{out}");
+    if all_ok {
+        Verdict::Pass
+    } else {
+        Verdict::Miss { strict: args.strict }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,7 +2133,7 @@ mod tests {
 
     #[test]
     fn args() {
-        let a = Args::parse(
+        let mut a = Args::parse(
             [
                 "--target",
                 "a=/s:1",
@@ -827,14 +2142,29 @@ mod tests {
                 "x",
                 "--strict",
                 "--keep-image",
+                "--shim",
+                "a=/bin/s",
+                "--shim=b=/bin/t",
             ]
             .into_iter()
             .map(String::from),
+            5,
+            1,
         )
         .unwrap();
         assert_eq!((a.runs, a.warmup, a.strict), (3, 1, true));
-        assert_eq!(a.extra.get("--image").map(String::as_str), Some("x"));
-        assert!(a.extra.contains_key("--keep-image"));
-        assert!(Args::parse(["--runs", "3"].into_iter().map(String::from)).is_err());
+        assert_eq!(a.take("--image").as_deref(), Some("x"));
+        assert_eq!(a.take("--keep-image").as_deref(), Some(""));
+        assert_eq!(a.take_all("--shim"), ["a=/bin/s", "b=/bin/t"]);
+        assert!(a.finish().is_ok());
+        let a = Args::parse(
+            ["--target", "a=/s:1", "--bogus", "1"].into_iter().map(String::from),
+            20,
+            0,
+        )
+        .unwrap();
+        assert_eq!((a.runs, a.warmup), (20, 0));
+        assert!(a.finish().is_err());
+        assert!(Args::parse(["--runs", "3"].into_iter().map(String::from), 5, 1).is_err());
     }
 }
