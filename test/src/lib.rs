@@ -22,9 +22,9 @@ macro_rules! require_root {
     () => {
         if !nix::unistd::Uid::effective().is_root() {
             if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-                eprintln!(
-                    "SKIPPED {}: needs root (mounts, mknod, chown); BERTH_SKIP_ROOT_TESTS=1 was set",
-                    module_path!()
+                $crate::report_not_tested(
+                    module_path!(),
+                    "needs root (mounts, mknod, chown); BERTH_SKIP_ROOT_TESTS=1 was set",
                 );
                 return;
             }
@@ -33,6 +33,22 @@ macro_rules! require_root {
             );
         }
     };
+}
+
+/// Records that a test could not check what it is for on this host, and why: printed at once and
+/// appended to `<scratch>/NOT-TESTED`, which hack/test.sh prints loudly at the end of the run
+/// (cargo hides a passing test's output).
+pub fn report_not_tested(test: &str, why: &str) {
+    let line = format!("NOT TESTED {test}: {why}");
+    eprintln!("\n*** {line}\n");
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(scratch_base().join("NOT-TESTED"))
+    {
+        let _ = writeln!(f, "{}", line.replace('\n', " "));
+    }
 }
 
 /// Where test daemons keep their data: on a real disk (overlayfs needs xattrs and whiteouts).

@@ -632,9 +632,12 @@ async fn lifecycle_with_crun() {
             assert!(log.contains("stdout F hello from crun"), "{log}");
         }
         Err(e) if e.message().contains("cgroup") => {
-            eprintln!(
-                "\n*** NOT TESTED: crun cannot run containers on this host (cgroup v1 hybrid, which crun 1.8 refuses):\n*** {}\n",
-                e.message()
+            berth_test::report_not_tested(
+                "lifecycle_with_crun",
+                &format!(
+                    "crun cannot run containers on this host (cgroup v1 hybrid, which crun 1.8 refuses): {}",
+                    e.message()
+                ),
             );
         }
         Err(e) => panic!("crun failed for another reason: {e:?}"),
