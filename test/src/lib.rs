@@ -175,6 +175,57 @@ impl Drop for Daemon {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+        // A test that failed half-way leaves containers, shims and mounts: end what this daemon made.
+        cleanup_dir(self.dir.path());
+    }
+}
+
+/// Ends everything a daemon under `dir` left running or mounted: its containers (through runc, with
+/// the daemon's runc root), its shims and pod PID-namespace holders, and every mount under `dir`.
+/// Only processes that belong to `dir` are touched.
+pub fn cleanup_dir(dir: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let state = dir.join("state");
+    for root in std::fs::read_dir(state.join("runc")).into_iter().flatten().flatten() {
+        for c in std::fs::read_dir(root.path()).into_iter().flatten().flatten() {
+            let id = c.file_name();
+            let runc = |args: &[&str]| {
+                let _ = std::process::Command::new("runc")
+                    .arg("--root")
+                    .arg(root.path())
+                    .args(args)
+                    .arg(&id)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            };
+            runc(&["kill", "--all"]);
+            runc(&["delete", "--force"]);
+        }
+    }
+    let pid_pins: Vec<u64> = std::fs::read_dir(state.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p.path().join("ns/pid")).ok().map(|m| m.ino()))
+        .collect();
+    let marker = dir.display().to_string();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let mentions_dir = String::from_utf8_lossy(&cmdline).contains(&marker);
+        let holds_pod_pid_ns = cmdline.split(|b| *b == 0).any(|a| a == b"pod-init")
+            && std::fs::metadata(e.path().join("ns/pid")).is_ok_and(|m| pid_pins.contains(&m.ino()));
+        if (mentions_dir || holds_pod_pid_ns) && pid != std::process::id() as i32 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let mut mounts = mounts_under(dir);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

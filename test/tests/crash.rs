@@ -81,6 +81,7 @@ async fn kill_9_mid_way_loses_nothing() {
         .prefix("crash-")
         .tempdir_in(scratch_base())
         .unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
     let socket = dir.path().join("state/berth.sock");
     let logs = dir.path().join("logs");
     let mut d = Berthd::start(dir.path()).await;
@@ -234,5 +235,14 @@ async fn kill_9_mid_way_loses_nothing() {
     wait_no_processes(&dir.path().join("state")).await;
     for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
         let _ = std::fs::remove_dir(ctl.path().join("berth-test"));
+    }
+}
+
+/// Ends what the daemons under a directory left, even when the test fails half-way.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        berth_test::cleanup_dir(&self.0);
     }
 }
