@@ -38,3 +38,19 @@ pub fn bundle_cgroup(bundle: &Path) -> Option<String> {
     let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
     spec["linux"]["cgroupsPath"].as_str().map(str::to_string)
 }
+
+/// Thaws a frozen cgroup (runc `kill --all` freezes it around the signal; a race can leave it
+/// frozen, and runc then refuses to delete a "paused" container).
+pub fn thaw(path: &str) {
+    let f = if is_unified() {
+        file(path, "", "cgroup.freeze")
+    } else {
+        file(path, "freezer", "freezer.state")
+    };
+    let value = if is_unified() { "0" } else { "THAWED" };
+    if f.exists()
+        && let Err(e) = std::fs::write(&f, value)
+    {
+        tracing::debug!(path = %f.display(), error = %e, "thaw");
+    }
+}

@@ -192,7 +192,8 @@ impl Host {
     /// Waits for the next event with `topic`, returning it and the events skipped on the way.
     async fn event(&mut self, topic: &str) -> Result<(Envelope, Vec<String>)> {
         let mut skipped = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // Generous: under a loaded CI machine the shim's first delivery may need a few retries.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
         loop {
             let e = tokio::time::timeout_at(deadline, self.events.recv())
                 .await

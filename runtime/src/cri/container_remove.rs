@@ -7,6 +7,34 @@ use crate::error::{Error, Result};
 use crate::store::container::State;
 
 impl Cri {
+    /// Deletes the container's task. A cgroup left frozen by a racing `kill --all` makes runc call
+    /// the container "paused" and refuse: thaw it, kill what is left, and try again.
+    async fn delete_task(
+        &self,
+        shim: &crate::shim_client::ShimClient,
+        c: &crate::store::container::Container,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match shim.delete(&c.id).await {
+                Ok(_) | Err(Error::NotFound(_)) => return Ok(()),
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(id = %c.id, error = %e, attempt, "task delete failed; thawing and retrying");
+                    if let Some(path) = crate::cgroup::bundle_cgroup(&c.bundle) {
+                        crate::cgroup::thaw(&path);
+                    }
+                    let _ = shim.kill(&c.id, 9, true).await;
+                    if let Some(path) = crate::cgroup::bundle_cgroup(&c.bundle) {
+                        crate::cgroup::thaw(&path);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Removes a container that is not running: its task in the shim, its rootfs snapshot, its bundle
     /// and its record. A running container is refused (stop it first), as kubelet expects; an
     /// unknown one succeeds.
@@ -28,10 +56,7 @@ impl Cri {
         if !c.shim_address.is_empty() {
             match self.shim(&c.shim_address, id).await {
                 Ok(shim) => {
-                    match shim.delete(id).await {
-                        Ok(_) | Err(Error::NotFound(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+                    self.delete_task(&shim, &c).await?;
                     let others = self
                         .containers()
                         .all()

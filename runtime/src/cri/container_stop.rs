@@ -35,7 +35,10 @@ impl Cri {
                 return Ok(());
             }
         }
-        match shim.kill(id, SIGKILL, true).await {
+        // Killing the init of a container with its own PID namespace ends everything in it; only a
+        // shared (pod or host) PID namespace needs runc's `kill --all`, which freezes the cgroup.
+        let all = !self.own_pid_namespace(&c);
+        match shim.kill(id, SIGKILL, all).await {
             Ok(()) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -43,6 +46,18 @@ impl Cri {
             return Err(Error::Internal(format!("container {id} did not exit after SIGKILL")));
         }
         Ok(())
+    }
+
+    fn own_pid_namespace(&self, c: &crate::store::container::Container) -> bool {
+        let mode = c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .map(|n| n.pid)
+            .unwrap_or(berth_proto::cri::NamespaceMode::Pod as i32);
+        mode == berth_proto::cri::NamespaceMode::Container as i32
     }
 
     fn stop_signal(&self, c: &crate::store::container::Container) -> u32 {
