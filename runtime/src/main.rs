@@ -13,8 +13,10 @@ fn main() -> anyhow::Result<()> {
     let config = cli.config().context("configuration")?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("log level {:?}", config.log_level))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 
