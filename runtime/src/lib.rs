@@ -30,6 +30,7 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let socket = config.socket.clone();
+    let events_socket = config.state.join("events.sock");
     let cri = tokio::task::spawn_blocking(move || Cri::open(config))
         .await
         .context("open stores")?
@@ -61,6 +62,8 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
         }
     };
     let _ = std::fs::remove_file(&socket);
+    drop(_events);
+    let _ = std::fs::remove_file(&events_socket);
     res.context("serve CRI")?;
     tracing::info!("berthd stopped");
     Ok(())
