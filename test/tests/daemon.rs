@@ -161,5 +161,8 @@ async fn serves_cri_and_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "clean exit: {status:?}");
     assert!(!socket.exists(), "socket removed on shutdown");
-    assert!(!dir.path().join("state/events.sock").exists(), "shim events socket removed on shutdown");
+    assert!(
+        !dir.path().join("state/events.sock").exists(),
+        "shim events socket removed on shutdown"
+    );
 }
