@@ -21,6 +21,22 @@ pub enum Error {
     },
     #[error("invalid hostname {0:?}")]
     BadHostname(String),
+    #[error("netlink: {0}: {1}")]
+    Netlink(String, #[source] std::io::Error),
+    #[error("{0} failed: {1}")]
+    Iptables(String, String),
+    #[error("CNI plugin {plugin} {command}: {message}")]
+    Plugin {
+        plugin: String,
+        command: String,
+        message: String,
+    },
+    #[error("no free address left in {0}")]
+    Exhausted(String),
+    #[error("network config: {0}")]
+    Config(String),
+    #[error("network not ready: {0}")]
+    NotReady(String),
 }
 
 impl Error {

@@ -92,6 +92,26 @@ pub fn create(dir: &Path, req: &Request) -> Result<Vec<(Kind, PathBuf)>> {
     Ok(pins)
 }
 
+/// Runs `f` on a thread of its own inside the network namespace pinned at `netns` (sockets it opens
+/// stay in that namespace), and returns what `f` returns. Blocking.
+pub fn run_in<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let ns = std::fs::File::open(netns).map_err(Error::io("open", netns))?;
+    std::thread::Builder::new()
+        .name("berth-netns".into())
+        .spawn(move || -> Result<T> {
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(Error::sys("enter network namespace"))?;
+            Ok(f())
+        })
+        .map_err(Error::io("spawn namespace thread", netns))?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Sys {
+                op: "network namespace thread panicked".into(),
+                source: nix::errno::Errno::EIO,
+            })
+        })
+}
+
 /// Pins an existing namespace (`/proc/<pid>/ns/<kind>`) at `dst`.
 pub fn pin(src: &Path, dst: &Path) -> Result<()> {
     std::fs::File::create(dst).map_err(Error::io("create", dst))?;

@@ -25,6 +25,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub pod: PodConfig,
     pub runtime: RuntimeConfig,
+    /// Pod networking: CNI plugin chains or the built-in bridge.
+    pub network: berth_cni::NetworkConfig,
 }
 
 /// How containers run: runtime handlers, each a shim v2 binary driving an OCI runtime.
@@ -123,6 +125,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             pod: PodConfig::default(),
             runtime: RuntimeConfig::default(),
+            network: berth_cni::NetworkConfig::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl Config {
         if self.pod.shm_size < 4096 {
             return Err(ConfigError::Invalid("pod.shm_size must be at least 4096 bytes".into()));
         }
+        self.network.bridge.validate().map_err(ConfigError::Invalid)?;
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::Invalid("log_level must not be empty".into()));
         }
@@ -270,6 +274,26 @@ log_writer = "shim"
 shim = "containerd-shim-runc-v2"
 runtime = "runc"
 log_writer = "berthd"
+
+[network]
+# "auto": CNI when cni_conf_dir holds a network configuration, else the built-in bridge;
+# "cni": CNI only (NetworkReady stays false until a configuration appears); "bridge": built-in only.
+mode = "auto"
+# CNI network configurations (*.conflist, *.conf, *.json); the first by file name is used.
+cni_conf_dir = {ccd:?}
+# Where CNI plugin binaries are looked for, in order.
+cni_bin_dirs = [{cbd}]
+
+# The built-in bridge: made in process over netlink, addresses from its own IPAM, host ports and
+# masquerading by iptables rules in berth's own chains (BERTH-*).
+[network.bridge]
+name = {bn:?}
+subnet = "{bs}"
+# An IPv6 subnet makes pods dual-stack, e.g. subnet6 = "fd00:b::/64".
+# subnet6 = ""
+mtu = {mtu}
+# Masquerade pod traffic leaving the subnet (turns on IP forwarding).
+masquerade = {masq}
 "#,
             root = d.root.display().to_string(),
             state = d.state.display().to_string(),
@@ -278,6 +302,18 @@ log_writer = "berthd"
             cp = d.registry.config_path.display().to_string(),
             mcd = d.registry.max_concurrent_downloads,
             shm = d.pod.shm_size,
+            ccd = d.network.cni_conf_dir.display().to_string(),
+            cbd = d
+                .network
+                .cni_bin_dirs
+                .iter()
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            bn = d.network.bridge.name,
+            bs = d.network.bridge.subnet,
+            mtu = d.network.bridge.mtu,
+            masq = d.network.bridge.masquerade,
         )
     }
 }

@@ -73,6 +73,9 @@ impl Error {
             Error::Unavailable(_) => Kind::Unavailable,
             Error::DeadlineExceeded(_) => Kind::DeadlineExceeded,
             Error::Net(berth_cni::Error::BadHostname(_)) => Kind::InvalidArgument,
+            Error::Net(
+                berth_cni::Error::NotReady(_) | berth_cni::Error::Config(_) | berth_cni::Error::Exhausted(_),
+            ) => Kind::FailedPrecondition,
             Error::Net(_) => Kind::Internal,
             Error::Unimplemented(_) => Kind::Unimplemented,
             Error::Io { .. } | Error::Internal(_) => Kind::Internal,

@@ -97,6 +97,10 @@ impl Daemon {
             ..Config::default()
         };
         config.registry.config_path = dir.path().join("certs.d");
+        // Pod networking of its own: a bridge and subnet no other daemon (or test process) uses, and
+        // a CNI directory that only the test fills.
+        config.network.cni_conf_dir = dir.path().join("cni");
+        config.network.bridge = test_bridge();
         adjust(&mut config);
         let mut d = Daemon {
             dir,
@@ -177,7 +181,63 @@ impl Drop for Daemon {
         }
         // A test that failed half-way leaves containers, shims and mounts: end what this daemon made.
         cleanup_dir(self.dir.path());
+        cleanup_network(self.dir.path(), &self.config.network.bridge);
     }
+}
+
+/// A bridge configuration unique to this process and call: `bt<pid><n>` on `10.<128 + pid % 127>.<n>.0/24`.
+pub fn test_bridge() -> berth_cni::BridgeConfig {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256;
+    let pid = std::process::id();
+    berth_cni::BridgeConfig {
+        name: format!("bt{}x{n}", pid % 1_000_000),
+        subnet: format!("10.{}.{n}.0/24", 128 + pid % 127).parse().expect("test subnet"),
+        ..berth_cni::BridgeConfig::default()
+    }
+}
+
+/// Writes `<dir>/config.toml` for a berthd process under `dir`: a bridge of its own and a CNI
+/// directory only the test fills. Returns the file; [`cleanup_network_of`] removes the bridge.
+pub fn write_test_config(dir: &Path) -> PathBuf {
+    let f = dir.join("config.toml");
+    if !f.exists() {
+        let b = test_bridge();
+        let text = format!(
+            "[network]\ncni_conf_dir = {:?}\n[network.bridge]\nname = {:?}\nsubnet = \"{}\"\n",
+            dir.join("cni").display().to_string(),
+            b.name,
+            b.subnet
+        );
+        std::fs::write(&f, text).expect("write test config");
+    }
+    f
+}
+
+/// Removes the network of a berthd process configured by [`write_test_config`].
+pub fn cleanup_network_of(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(dir.join("config.toml")) else {
+        return;
+    };
+    let Ok(cfg) = toml::from_str::<berth_runtime::config::Config>(&text) else {
+        return;
+    };
+    cleanup_network(dir, &cfg.network.bridge);
+}
+
+/// Removes a test daemon's bridge, its rules and its pods' host-port rules.
+pub fn cleanup_network(dir: &Path, bridge: &berth_cni::BridgeConfig) {
+    for pod in std::fs::read_dir(dir.join("state/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let tag = berth_cni::bridge::pod_tag(&pod.file_name().to_string_lossy());
+        for fam in [berth_cni::iptables::Family::V4, berth_cni::iptables::Family::V6] {
+            let _ = berth_cni::iptables::delete_commented(fam, "nat", berth_cni::iptables::HOSTPORTS, &tag);
+        }
+    }
+    let _ = berth_cni::bridge::purge(bridge);
 }
 
 /// Ends everything a daemon under `dir` left running or mounted: its containers (through runc, with

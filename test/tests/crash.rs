@@ -24,6 +24,8 @@ impl Berthd {
     async fn start(dir: &Path) -> Berthd {
         let socket = dir.join("state/berth.sock");
         let child = Command::new(berthd_bin())
+            .arg("--config")
+            .arg(berth_test::write_test_config(dir))
             .arg("--root")
             .arg(dir.join("root"))
             .arg("--state")
@@ -244,5 +246,6 @@ struct Cleanup(PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         berth_test::cleanup_dir(&self.0);
+        berth_test::cleanup_network_of(&self.0);
     }
 }

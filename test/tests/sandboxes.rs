@@ -97,7 +97,8 @@ async fn sandbox_lifecycle_leaves_nothing_behind() {
     }
     assert_eq!(nsenter("uts", &dir.join("ns/uts"), &["hostname"]).trim(), "web-0");
     let links = nsenter("net", &dir.join("ns/net"), &["ip", "-o", "link"]);
-    assert_eq!(links.lines().count(), 1, "a fresh netns has only lo: {links}");
+    assert_eq!(links.lines().count(), 2, "lo and the pod's eth0: {links}");
+    assert!(links.contains(" eth0@"), "{links}");
     assert_eq!(std::fs::read_to_string(dir.join("hostname")).unwrap(), "web-0\n");
     let resolv = std::fs::read_to_string(dir.join("resolv.conf")).unwrap();
     assert_eq!(

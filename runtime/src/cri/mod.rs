@@ -62,6 +62,10 @@ pub struct Cri {
     pub(crate) logs: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<tokio::fs::File>>>>,
     /// The lowest oom_score_adj containers may get on this host.
     pub(crate) oom_floor: i32,
+    /// Pod networking.
+    pub(crate) network: Arc<berth_cni::Network>,
+    /// The node's pod CIDRs, as kubelet last set them (UpdateRuntimeConfig).
+    pub(crate) pod_cidrs: Mutex<Vec<String>>,
 }
 
 impl Cri {
@@ -75,7 +79,16 @@ impl Cri {
         let containers = ContainerStore::open(&config.root.join("containers"), |sid| {
             sandboxes.get(sid).map(|s| s.name_key())
         })?;
+        let network = Arc::new(berth_cni::Network::new(config.network.clone(), &config.state)?);
+        // Addresses left by a crash between allocation and the pod record are freed.
+        network.ipam().gc(&|owner| {
+            sandboxes
+                .get(owner)
+                .is_some_and(|sb| matches!(sb.network, Some(berth_cni::Attachment::Bridge(_))))
+        });
         Ok(Cri {
+            network,
+            pod_cidrs: Mutex::new(Vec::new()),
             config,
             images,
             sandboxes: Mutex::new(sandboxes),

@@ -35,16 +35,24 @@ impl Cri {
         }
     }
 
-    /// RuntimeReady when the default handler's shim and OCI runtime are installed; NetworkReady is
-    /// false (with the reason) until pod networking exists.
+    /// RuntimeReady when the default handler's shim and OCI runtime are installed; NetworkReady when
+    /// pods can get a network (with CNI: a usable configuration exists, read afresh on each call).
     pub fn status(&self, req: StatusRequest) -> StatusResponse {
         let conditions = vec![
             self.runtime_condition(),
-            RuntimeCondition {
-                r#type: NETWORK_READY.into(),
-                status: false,
-                reason: "NetworkPluginNotReady".into(),
-                message: "berth: pod networking is not implemented yet".into(),
+            match self.network.ready() {
+                Ok(()) => RuntimeCondition {
+                    r#type: NETWORK_READY.into(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
+                Err(message) => RuntimeCondition {
+                    r#type: NETWORK_READY.into(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".into(),
+                    message: format!("Network plugin returns error: {message}"),
+                },
             },
         ];
         let mut info = HashMap::new();

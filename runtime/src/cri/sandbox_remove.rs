@@ -19,7 +19,8 @@ impl Cri {
             self.remove_container_id(&cid).await?;
         }
         // If teardown fails, the record stays (NotReady) so kubelet's retry finds it again.
-        tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb))
+        let net = self.network.clone();
+        tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb, &net))
             .await
             .map_err(|e| Error::Internal(format!("sandbox remove task: {e}")))??;
         self.sandboxes().delete(&id)?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_cni::ns;
+use berth_cni::{Attachment, Network, PodRequest, ns};
 use berth_proto::cri::{DnsConfig, NamespaceMode, NamespaceOption, PodSandboxConfig};
 use nix::mount::{MntFlags, MsFlags};
 
@@ -31,17 +31,36 @@ pub struct Resources {
     pub shm: Option<PathBuf>,
     /// The `unshare` process whose child, berth-shim pod-init, holds the pod's shared PID namespace.
     pub pid_holder: Option<u32>,
+    pub network: Option<Attachment>,
 }
+
+/// The file in a pod's directory that records its network attachment before it is made, so an
+/// interrupted RunPodSandbox can be undone after a crash.
+pub const NETWORK_PLAN: &str = "network.json";
 
 /// Makes everything the sandbox in `dir` needs. On error, whatever was made is removed again.
 /// Blocking.
-pub fn create(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Path>) -> Result<Resources> {
+pub fn create(
+    dir: &Path,
+    cfg: &PodSandboxConfig,
+    shm_size: u64,
+    pod_init: Option<&Path>,
+    net: &Network,
+    pod: PodRequest,
+) -> Result<Resources> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let mut res = Resources::default();
-    match fill(dir, cfg, shm_size, pod_init, &mut res) {
+    match fill(dir, cfg, shm_size, pod_init, &mut res).and_then(|()| connect(dir, net, pod, &mut res)) {
         Ok(()) => Ok(res),
         Err(e) => {
-            if let Err(undo) = release(dir, &res) {
+            // A half-made network may not tear down cleanly (the plugin that failed ADD often fails
+            // DEL too): say so, and remove the rest anyway, since no record will point at it.
+            if let Some(att) = res.network.take()
+                && let Err(undo) = disconnect(dir, &att, &res.namespaces, net)
+            {
+                tracing::warn!(dir = %dir.display(), error = %undo, "network cleanup after a failed RunPodSandbox");
+            }
+            if let Err(undo) = release(dir, &res, net) {
                 tracing::error!(dir = %dir.display(), error = %undo, "cleanup after a failed RunPodSandbox");
             }
             Err(e)
@@ -114,6 +133,25 @@ fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Pat
     Ok(())
 }
 
+/// Wires the pod's network namespace (none for host-network pods). The plan is written to the pod's
+/// directory first, so whatever follows can be undone.
+fn connect(dir: &Path, net: &Network, pod: PodRequest, res: &mut Resources) -> Result<()> {
+    let Some(netns) = res.namespaces.iter().find(|(k, _)| k == "net").map(|(_, p)| p.clone()) else {
+        return Ok(());
+    };
+    let att = net.plan(&pod)?;
+    res.network = Some(att.clone());
+    write(
+        dir,
+        NETWORK_PLAN,
+        &serde_json::to_string(&att).map_err(|e| Error::Internal(format!("encode network plan: {e}")))?,
+    )?;
+    let mut att = att;
+    let r = net.attach(&mut att, &pod.id, &netns);
+    res.network = Some(att);
+    r.map_err(Error::from)
+}
+
 fn write(dir: &Path, name: &str, content: &str) -> Result<()> {
     let p = dir.join(name);
     std::fs::write(&p, content).map_err(Error::io(format!("write {}", p.display())))
@@ -171,7 +209,10 @@ fn stop_pid_holder(pid: u32) {
 }
 
 /// Removes the sandbox's host resources and its directory. Idempotent. Blocking.
-pub fn release(dir: &Path, res: &Resources) -> Result<()> {
+pub fn release(dir: &Path, res: &Resources, net: &Network) -> Result<()> {
+    if let Some(att) = &res.network {
+        disconnect(dir, att, &res.namespaces, net)?;
+    }
     if let Some(pid) = res.pid_holder {
         stop_pid_holder(pid);
     }
@@ -188,20 +229,39 @@ pub fn release(dir: &Path, res: &Resources) -> Result<()> {
     }
 }
 
+/// Undoes a network attachment (CNI DEL or the bridge's teardown). Blocking.
+fn disconnect(dir: &Path, att: &Attachment, namespaces: &[(String, PathBuf)], net: &Network) -> Result<()> {
+    let pod = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let netns = namespaces
+        .iter()
+        .find(|(k, _)| k == "net")
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| dir.join("ns/net"));
+    net.detach(att, pod, &netns)?;
+    let _ = std::fs::remove_file(dir.join(NETWORK_PLAN));
+    Ok(())
+}
+
 /// Releases what a stored sandbox holds.
-pub fn release_sandbox(sb: &Sandbox) -> Result<()> {
+pub fn release_sandbox(sb: &Sandbox, net: &Network) -> Result<()> {
     release(
         &sb.dir,
         &Resources {
             namespaces: sb.namespaces.clone(),
             shm: sb.shm.clone(),
             pid_holder: sb.pid_holder,
+            network: sb.network.clone(),
         },
+        net,
     )
 }
 
-/// Unpins the network namespace (the network is torn down when a sandbox stops). Blocking.
-pub fn release_network(sb: &Sandbox) -> Result<()> {
+/// Tears the pod's network down and unpins its network namespace (done when a sandbox stops).
+/// Blocking.
+pub fn release_network(sb: &Sandbox, net: &Network) -> Result<()> {
+    if let Some(att) = &sb.network {
+        disconnect(&sb.dir, att, &sb.namespaces, net)?;
+    }
     if let Some(p) = sb.namespace_path("net") {
         ns::remove(p)?;
     }

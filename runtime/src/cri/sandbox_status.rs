@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use berth_proto::cri::{
-    LinuxPodSandboxStatus, Namespace, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+    LinuxPodSandboxStatus, Namespace, PodIp, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
     PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 
@@ -29,6 +29,7 @@ impl Cri {
                 "namespaces": sb.namespaces,
                 "dir": sb.dir,
                 "shm": sb.shm,
+                "network": sb.network,
                 "infraContainer": null,
             });
             info.insert("info".to_string(), doc.to_string());
@@ -42,17 +43,23 @@ impl Cri {
     }
 }
 
+/// The pod's primary IP (IPv4 when it has one) and the others.
+fn network_status(sb: &Sandbox) -> PodSandboxNetworkStatus {
+    let ips = sb.network.as_ref().map(|n| n.ips()).unwrap_or_default();
+    let mut it = ips.iter().map(|ip| ip.to_string());
+    PodSandboxNetworkStatus {
+        ip: it.next().unwrap_or_default(),
+        additional_ips: it.map(|ip| PodIp { ip }).collect(),
+    }
+}
+
 fn status(sb: &Sandbox) -> PodSandboxStatus {
     PodSandboxStatus {
         id: sb.id.clone(),
         metadata: sb.config.metadata.clone(),
         state: cri_state(sb.state) as i32,
         created_at: sb.created_at,
-        // No pod networking yet: no IP to report.
-        network: Some(PodSandboxNetworkStatus {
-            ip: String::new(),
-            additional_ips: vec![],
-        }),
+        network: Some(network_status(sb)),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace {
                 options: Some(sandbox_setup::namespace_options(&sb.config)),

@@ -19,10 +19,12 @@ impl Cri {
             self.stop_container_id(&cid, 0).await?;
         }
         let sb2 = sb.clone();
-        tokio::task::spawn_blocking(move || sandbox_setup::release_network(&sb2))
+        let net = self.network.clone();
+        tokio::task::spawn_blocking(move || sandbox_setup::release_network(&sb2, &net))
             .await
             .map_err(|e| Error::Internal(format!("sandbox stop task: {e}")))??;
         sb.stop();
+        sb.network = None;
         self.sandboxes().put(sb)?;
         tracing::info!(%id, "pod sandbox stopped");
         Ok(StopPodSandboxResponse {})

@@ -32,6 +32,9 @@ pub struct Sandbox {
     /// The process holding the pod's shared PID namespace, if it has one.
     #[serde(default)]
     pub pid_holder: Option<u32>,
+    /// How the pod's network namespace is wired (none for host-network pods and once stopped).
+    #[serde(default)]
+    pub network: Option<berth_cni::Attachment>,
 }
 
 impl Sandbox {
