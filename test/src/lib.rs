@@ -179,9 +179,10 @@ impl Drop for Daemon {
         if let Some(t) = self.task.take() {
             t.abort();
         }
-        // A test that failed half-way leaves containers, shims and mounts: end what this daemon made.
+        // A test that failed half-way leaves containers, shims, mounts and network: end what this
+        // daemon made (the network first, while the pods' namespaces are still there).
+        cleanup_network(self.dir.path(), &self.config.network);
         cleanup_dir(self.dir.path());
-        cleanup_network(self.dir.path(), &self.config.network.bridge);
     }
 }
 
@@ -222,22 +223,31 @@ pub fn cleanup_network_of(dir: &Path) {
     let Ok(cfg) = toml::from_str::<berth_runtime::config::Config>(&text) else {
         return;
     };
-    cleanup_network(dir, &cfg.network.bridge);
+    cleanup_network(dir, &cfg.network);
 }
 
-/// Removes a test daemon's bridge, its rules and its pods' host-port rules.
-pub fn cleanup_network(dir: &Path, bridge: &berth_cni::BridgeConfig) {
+/// Removes a test daemon's network: what its pods still hold (CNI DEL, veths, host-port rules,
+/// addresses), then its bridge and the bridge's rules.
+pub fn cleanup_network(dir: &Path, cfg: &berth_cni::NetworkConfig) {
+    let net = berth_cni::Network::new(cfg.clone(), &dir.join("state")).ok();
     for pod in std::fs::read_dir(dir.join("state/pods"))
         .into_iter()
         .flatten()
         .flatten()
     {
-        let tag = berth_cni::bridge::pod_tag(&pod.file_name().to_string_lossy());
+        let id = pod.file_name().to_string_lossy().to_string();
+        let plan = std::fs::read(pod.path().join("network.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<berth_cni::Attachment>(&b).ok());
+        if let (Some(net), Some(att)) = (&net, plan) {
+            let _ = net.detach(&att, &id, &pod.path().join("ns/net"));
+        }
+        let tag = berth_cni::bridge::pod_tag(&id);
         for fam in [berth_cni::iptables::Family::V4, berth_cni::iptables::Family::V6] {
             let _ = berth_cni::iptables::delete_commented(fam, "nat", berth_cni::iptables::HOSTPORTS, &tag);
         }
     }
-    let _ = berth_cni::bridge::purge(bridge);
+    let _ = berth_cni::bridge::purge(&cfg.bridge);
 }
 
 /// Ends everything a daemon under `dir` left running or mounted: its containers (through runc, with

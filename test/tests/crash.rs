@@ -245,7 +245,7 @@ struct Cleanup(PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        berth_test::cleanup_dir(&self.0);
         berth_test::cleanup_network_of(&self.0);
+        berth_test::cleanup_dir(&self.0);
     }
 }

@@ -264,7 +264,7 @@ fn remove_test_cgroups() {
 /// Two pods, host ports, DNS, then removal; shared by the bridge and the CNI tests.
 async fn two_pods_talk(d: &Daemon, gateway: &str) -> Vec<String> {
     let image = pull(d).await;
-    let (hp_tcp, hp_local) = (host_port(1), host_port(2));
+    let (hp_tcp, hp_local, hp_udp) = (host_port(1), host_port(2), host_port(3));
     let a = serving_pod(
         d,
         &image,
@@ -272,6 +272,7 @@ async fn two_pods_talk(d: &Daemon, gateway: &str) -> Vec<String> {
         vec![
             port(Protocol::Tcp, 8080, hp_tcp as i32, ""),
             port(Protocol::Tcp, 8080, hp_local as i32, "127.0.0.1"),
+            port(Protocol::Udp, 5353, hp_udp as i32, ""),
         ],
         "pong-from-a",
     )
@@ -295,6 +296,49 @@ async fn two_pods_talk(d: &Daemon, gateway: &str) -> Vec<String> {
     assert_eq!(fetch_from_host(format!("127.0.0.1:{hp_tcp}")).await, "pong-from-a");
     assert_eq!(fetch_from_host(format!("127.0.0.1:{hp_local}")).await, "pong-from-a");
     assert_eq!(fetch_from_host(format!("{gateway}:{hp_tcp}")).await, "pong-from-a");
+    // UDP host port. busybox's nc has no UDP: the listener is the host's python3, run in the pod's
+    // network namespace.
+    let netns = d.config.state.join("pods").join(&a.id).join("ns/net");
+    let listener = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            "python3",
+            "-c",
+            "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',5353))\n\
+             print('ready',flush=True)\ns.settimeout(20)\nprint(s.recv(100).decode().strip(),flush=True)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        let mut listener = listener;
+        let mut out = std::io::BufReader::new(listener.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let sender = std::thread::spawn(move || {
+            for _ in 0..100 {
+                if stop2.load(std::sync::atomic::Ordering::Relaxed)
+                    || sock.send_to(b"datagram-to-a", ("127.0.0.1", hp_udp)).is_err()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        line.clear();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let _ = listener.wait();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = sender.join();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.trim(), "datagram-to-a", "UDP host port");
     // The mapping bound to 127.0.0.1 is not offered on the gateway address.
     let gw = gateway.to_string();
     let refused = tokio::task::spawn_blocking(move || {
@@ -421,6 +465,18 @@ async fn bad_port_mappings_are_refused_and_leave_nothing() {
     assert_eq!(berth_test::count_entries(&d.config.state.join("pods")), 0);
 }
 
+/// Deletes a CNI plugin's bridge when dropped (the plugin leaves it by design), also when a test fails.
+struct DelLink(String);
+
+impl Drop for DelLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 fn cni_dir(d: &Daemon) -> PathBuf {
     d.config.network.cni_conf_dir.clone()
 }
@@ -502,6 +558,7 @@ async fn cni_plugins_connect_pods_and_forward_host_ports() {
 
     // A valid one appears: ready without a restart.
     let bridge = format!("bc{}", std::process::id() % 1_000_000);
+    let _del = DelLink(bridge.clone());
     let subnet = format!("10.{}.250.0/24", 128 + std::process::id() % 127);
     let gateway = subnet.replace(".0/24", ".1");
     std::fs::write(cni_dir(&d).join("10-test.conflist"), conflist(&d, &bridge, &subnet)).unwrap();
@@ -528,7 +585,6 @@ async fn cni_plugins_connect_pods_and_forward_host_ports() {
         .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
         .collect();
     assert!(allocated.is_empty(), "host-local allocations left: {allocated:?}");
-    let _ = std::process::Command::new("ip").args(["link", "del", &bridge]).status();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,6 +595,7 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing() {
         .unwrap();
     std::fs::create_dir_all(cni_dir(&d)).unwrap();
     let bridge = format!("bf{}", std::process::id() % 1_000_000);
+    let _del = DelLink(bridge.clone());
     // host-local refuses a range it cannot parse: the bridge plugin's ADD fails after making its bridge.
     let mut conf: serde_json::Value = serde_json::from_str(&conflist(&d, &bridge, "10.0.0.0/24")).unwrap();
     conf["plugins"][0]["ipam"]["ranges"] = serde_json::json!([[{"subnet": "10.0.0.0/99"}]]);
@@ -581,5 +638,94 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing() {
         .into_inner()
         .pod_sandbox_id;
     remove_pod(&d, &id).await;
-    let _ = std::process::Command::new("ip").args(["link", "del", &bridge]).status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_interrupted_before_its_record_is_undone_at_start() {
+    require_root!();
+    let mut d = Daemon::start().await.unwrap();
+    let id = d
+        .runtime()
+        .await
+        .unwrap()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("torn", vec![port(Protocol::Tcp, 80, host_port(5) as i32, "")])),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let veth = berth_cni::bridge::host_veth_name(&id);
+    assert!(links().contains(&veth));
+    assert!(nat_rules().contains(&berth_cni::bridge::pod_tag(&id)));
+    // As if berthd died after wiring the pod but before recording it.
+    d.stop().await.unwrap();
+    std::fs::remove_file(d.config.root.join("pods").join(format!("{id}.json"))).unwrap();
+    d.restart().await.unwrap();
+    assert!(!links().contains(&veth), "veth removed");
+    assert!(
+        !nat_rules().contains(&berth_cni::bridge::pod_tag(&id)),
+        "host-port rules removed"
+    );
+    assert!(!d.config.state.join("pods").join(&id).exists(), "pod directory removed");
+    assert!(berth_test::mounts_under(&d.config.state).is_empty());
+    let ipam = berth_cni::ipam::Ipam::new(d.config.state.join("network/ipam"));
+    assert!(ipam.allocations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_bridge_dual_stack() {
+    require_root!();
+    registry::require().await;
+    let subnet6: berth_cni::Cidr = format!("fd00:b:{:x}::/64", std::process::id() % 0xffff)
+        .parse()
+        .unwrap();
+    // No masquerading: IPv6 forwarding (which changes how the host treats router advertisements)
+    // stays as it is.
+    let d = Daemon::start_with(|c| {
+        c.network.bridge.subnet6 = Some(subnet6);
+        c.network.bridge.masquerade = false;
+    })
+    .await
+    .unwrap();
+    let image = pull(&d).await;
+    let a = serving_pod(&d, &image, "v6-a", vec![], "pong-v6").await;
+    let b = serving_pod(&d, &image, "v6-b", vec![], "pong-v6-b").await;
+    let st = d
+        .runtime()
+        .await
+        .unwrap()
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: a.id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .network
+        .unwrap();
+    assert!(
+        st.ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "IPv4 is the primary address: {st:?}"
+    );
+    assert_eq!(st.additional_ips.len(), 1, "{st:?}");
+    let v6 = st.additional_ips[0].ip.clone();
+    assert!(subnet6.contains(v6.parse().unwrap()), "{v6} in {subnet6}");
+    let (_, addr) = exec(&d, &a.id, "ip -o -6 addr show eth0 scope global").await;
+    assert!(
+        addr.contains(&format!("{v6}/64")) && !addr.contains("tentative"),
+        "{addr}"
+    );
+    // Pod to pod and bridge to pod over IPv6.
+    assert_eq!(fetch_in_pod(&d, &b.id, &v6, 8080).await, "pong-v6");
+    assert_eq!(fetch_from_host(format!("[{v6}]:8080")).await, "pong-v6");
+    for p in [&a, &b] {
+        remove_pod(&d, &p.id).await;
+    }
+    remove_test_cgroups();
+    let ipam = berth_cni::ipam::Ipam::new(d.config.state.join("network/ipam"));
+    assert!(ipam.allocations().is_empty());
 }

@@ -80,6 +80,7 @@ impl Cri {
             sandboxes.get(sid).map(|s| s.name_key())
         })?;
         let network = Arc::new(berth_cni::Network::new(config.network.clone(), &config.state)?);
+        sandbox_setup::remove_orphans(&config.state.join("pods"), &|id| sandboxes.get(id).is_some(), &network);
         // Addresses left by a crash between allocation and the pod record are freed.
         network.ipam().gc(&|owner| {
             sandboxes

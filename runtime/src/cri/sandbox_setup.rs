@@ -272,6 +272,44 @@ pub fn release_network(sb: &Sandbox, net: &Network) -> Result<()> {
     Ok(())
 }
 
+/// Undoes pod directories no sandbox record owns: a RunPodSandbox interrupted by a crash after it
+/// made namespaces or wired the network but before it recorded the pod. Blocking.
+pub fn remove_orphans(pods_dir: &Path, known: &dyn Fn(&str) -> bool, net: &Network) {
+    for e in std::fs::read_dir(pods_dir).into_iter().flatten().flatten() {
+        let id = e.file_name().to_string_lossy().to_string();
+        if known(&id) || !e.path().is_dir() {
+            continue;
+        }
+        let dir = e.path();
+        let namespaces: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("ns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|n| (n.file_name().to_string_lossy().to_string(), n.path()))
+            .collect();
+        let network = std::fs::read(dir.join(NETWORK_PLAN))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Attachment>(&b).ok());
+        let shm = dir.join("shm");
+        let res = Resources {
+            namespaces,
+            shm: shm.exists().then_some(shm),
+            pid_holder: None,
+            network,
+        };
+        tracing::warn!(pod = %id, "removing what an interrupted RunPodSandbox left");
+        if let Some(att) = &res.network
+            && let Err(err) = disconnect(&dir, att, &res.namespaces, net)
+        {
+            tracing::warn!(pod = %id, error = %err, "network cleanup of an interrupted pod");
+        }
+        let res = Resources { network: None, ..res };
+        if let Err(err) = release(&dir, &res, net) {
+            tracing::warn!(pod = %id, error = %err, "cleanup of an interrupted pod");
+        }
+    }
+}
+
 fn unmount(p: &Path) -> Result<()> {
     match nix::mount::umount2(p, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
