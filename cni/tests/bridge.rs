@@ -125,3 +125,86 @@ fn two_pods_on_the_builtin_bridge() {
     berth_cni::bridge::purge(&cfg.bridge).unwrap();
     assert!(!links().contains(&format!(" {name}:")));
 }
+
+/// Debian's CNI plugins through berth's chain runner: ADD gives an address, CHECK passes, DEL
+/// removes the veth and the allocation (and a second DEL is fine).
+#[test]
+fn cni_chain_add_check_del() {
+    if !root() {
+        return;
+    }
+    let bin = std::path::Path::new("/usr/lib/cni");
+    if !bin.join("bridge").exists() {
+        panic!("Debian's containernetworking-plugins are needed in /usr/lib/cni (hack/install-deps.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let bridge = format!("bcc{}", std::process::id() % 100000);
+    let ipam_dir = dir.path().join("ipam");
+    std::fs::write(
+        conf.join("10-t.conflist"),
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "t",
+            "plugins": [
+                {"type": "bridge", "bridge": bridge, "isGateway": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.213.9.0/24"}]], "dataDir": ipam_dir}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let net = Network::new(
+        NetworkConfig {
+            mode: Mode::Cni,
+            cni_conf_dir: conf.clone(),
+            cni_bin_dirs: vec![bin.to_path_buf()],
+            ..NetworkConfig::default()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    net.ready().unwrap();
+    let id = "c".repeat(64);
+    let pins = ns::create(
+        &dir.path().join("ns"),
+        &ns::Request {
+            kinds: vec![ns::Kind::Net],
+            hostname: None,
+        },
+    )
+    .unwrap();
+    let netns = pins[0].1.clone();
+    let mut att = net
+        .plan(&PodRequest {
+            id: id.clone(),
+            name: "p".into(),
+            namespace: "n".into(),
+            uid: "u".into(),
+            ..PodRequest::default()
+        })
+        .unwrap();
+    net.attach(&mut att, &id, &netns).unwrap();
+    let ips = att.ips();
+    assert_eq!(ips.len(), 1, "{att:?}");
+    assert!(ips[0].to_string().starts_with("10.213.9."));
+    net.check(&att, &netns).unwrap();
+    let lo = nsenter(&netns, &["ip", "-o", "link", "show", "lo"]);
+    assert!(String::from_utf8_lossy(&lo.stdout).contains("UP"), "loopback up");
+    net.detach(&att, &id, &netns).unwrap();
+    net.detach(&att, &id, &netns).unwrap();
+    let eth0 = nsenter(&netns, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(!eth0.status.success(), "eth0 removed by DEL");
+    let left: Vec<_> = std::fs::read_dir(ipam_dir.join("t"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .collect();
+    assert!(left.is_empty(), "host-local allocations left: {left:?}");
+    ns::remove(&netns).unwrap();
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+}

@@ -46,6 +46,7 @@ usage: berth-bench <benchmark> [options]
 benchmarks:
   pull    cold PullImage of one image on each target, alternating which target goes first
   pods    pod + container start time on each target (alternating), then memory with M pods running
+  net     RunPodSandbox (network wired, IP checked) and Stop+Remove time on each target (alternating)
 
 common options:
   --target NAME=SOCKET:PID   a CRI daemon to measure (repeat; e.g. berth=/tmp/b/berth.sock:1234)
@@ -68,6 +69,10 @@ pods options (--runs defaults to 20 here):
   --cgroup-parent PATH       the pods' cgroup_parent (default: /berth-bench; must have no children; removed at the end)
   --log-dir DIR              where the pods' log directories go (default: a temp dir, removed at the end)
   --settle-ms N              wait after starting the M pods before reading memory (default: 2000)
+
+net options (--runs defaults to 20, --warmup to 2):
+  --pre-pull NAME=REF        pull REF on that target first (containerd's pause image)
+  --cgroup-parent PATH       the pods' cgroup_parent (default: /berth-bench)
 
 goals: pull time <= 0.5x baseline (median); idle RSS of each non-baseline target <= 12 MiB;
        pod + container start <= 0.25x baseline (median); shim RSS per pod of each non-baseline target <= 3 MiB.
@@ -94,6 +99,7 @@ fn main() {
     let result = match cmd.as_str() {
         "pull" => Args::parse(argv, 5, 1).and_then(|a| rt.block_on(cmd_pull(a))),
         "pods" => Args::parse(argv, 20, 1).and_then(|a| rt.block_on(cmd_pods(a))),
+        "net" => Args::parse(argv, 20, 2).and_then(|a| rt.block_on(cmd_net(a))),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(Verdict::Pass)
@@ -2167,4 +2173,146 @@ mod tests {
         assert!(a.finish().is_err());
         assert!(Args::parse(["--runs", "3"].into_iter().map(String::from), 5, 1).is_err());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// net: RunPodSandbox with pod networking
+
+/// RunPodSandbox (which wires the pod's network) and StopPodSandbox + RemovePodSandbox (which
+/// unwires it) on each target, alternating which target goes first; each pod must report an IP.
+async fn cmd_net(mut args: Args) -> anyhow::Result<Verdict> {
+    let pre_pull = per_target_multi("--pre-pull", args.take_all("--pre-pull"), &args.targets)?;
+    let cgroup_parent = args.take("--cgroup-parent").unwrap_or("/berth-bench".into());
+    args.finish()?;
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let mut rts = Vec::new();
+    for t in &args.targets {
+        let ch = berth_test::connect(&t.socket)
+            .await
+            .with_context(|| format!("{}: connect to {}", t.name, t.socket.display()))?;
+        let mut images = t.images().await?;
+        wait_ready(t, &mut images).await?;
+        for (_, img) in pre_pull.iter().filter(|(n, _)| *n == t.name) {
+            rpc(
+                format!("{}: PullImage {img}", t.name),
+                images.pull_image(PullImageRequest {
+                    image: spec(img),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        }
+        rts.push(RuntimeServiceClient::new(ch));
+    }
+    let n = args.targets.len();
+    let mut run_ms: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut down_ms: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut ips: Vec<String> = vec![String::new(); n];
+    let load0 = loadavg();
+    for i in 0..args.warmup + args.runs {
+        for k in 0..n {
+            let ti = (i + k) % n;
+            let t = &args.targets[ti];
+            let rt = &mut rts[ti];
+            let cfg = PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: format!("net-{i}"),
+                    uid: format!("{run_id}-{i}-{}", t.name),
+                    namespace: "berth-bench".into(),
+                    attempt: 0,
+                }),
+                hostname: format!("net-{i}"),
+                labels: HashMap::from([("berth-bench-run".to_string(), run_id.clone())]),
+                linux: Some(LinuxPodSandboxConfig {
+                    cgroup_parent: cgroup_parent.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let t0 = Instant::now();
+            let id = rpc(
+                format!("{}: RunPodSandbox", t.name),
+                rt.run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(cfg),
+                    runtime_handler: String::new(),
+                }),
+            )
+            .await?
+            .pod_sandbox_id;
+            let up = t0.elapsed().as_secs_f64() * 1000.0;
+            let st = rpc(
+                format!("{}: PodSandboxStatus", t.name),
+                rt.pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: id.clone(),
+                    verbose: false,
+                }),
+            )
+            .await?;
+            let ip = st.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
+            if ip.is_empty() {
+                bail!("{}: pod {id} has no IP", t.name);
+            }
+            ips[ti] = ip;
+            let t1 = Instant::now();
+            rpc(
+                format!("{}: StopPodSandbox", t.name),
+                rt.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                }),
+            )
+            .await?;
+            rpc(
+                format!("{}: RemovePodSandbox", t.name),
+                rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }),
+            )
+            .await?;
+            let down = t1.elapsed().as_secs_f64() * 1000.0;
+            if i >= args.warmup {
+                run_ms[ti].push(up);
+                down_ms[ti].push(down);
+            }
+        }
+    }
+    let load1 = loadavg();
+    let base = args.targets.iter().position(|t| t.name == args.baseline);
+    let base_run = base.map(|b| Stats::of(&run_ms[b]).median);
+    let base_down = base.map(|b| Stats::of(&down_ms[b]).median);
+    println!(
+        "net: RunPodSandbox (pod network wired, IP reported) and Stop+Remove, {} runs each after {} warm-up, alternating",
+        args.runs, args.warmup
+    );
+    println!(
+        "  {:<14} {:>12} {:>12} {:>12} {:>10} {:>14} {:>10}  last IP",
+        "target", "run median", "run min", "run max", "ratio", "stop+remove", "ratio"
+    );
+    let mut out = Vec::new();
+    for (ti, t) in args.targets.iter().enumerate() {
+        let r = Stats::of(&run_ms[ti]);
+        let d = Stats::of(&down_ms[ti]);
+        let ratio = |v: f64, b: Option<f64>| b.map(|b| format!("{:.2}x", v / b)).unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<14} {:>12} {:>12} {:>12} {:>10} {:>14} {:>10}  {}",
+            t.name,
+            ms(r.median),
+            ms(r.min),
+            ms(r.max),
+            ratio(r.median, base_run),
+            ms(d.median),
+            ratio(d.median, base_down),
+            ips[ti]
+        );
+        out.push(json!({"target": t.name, "run_ms": r.json(), "stop_remove_ms": d.json(),
+            "run_ratio": base_run.map(|b| r.median / b), "last_ip": ips[ti]}));
+    }
+    if let (Some(a), Some(b)) = (load0, load1) {
+        println!("  load average: {a:.2} at start, {b:.2} at end");
+    }
+    println!("{}", json!({"bench": "net", "baseline": args.baseline, "targets": out}));
+    Ok(Verdict::Pass)
 }
