@@ -2103,78 +2103,6 @@ fn report_pods(args: &Args, o: &PodsOpts, targets: &[PodTarget], load: [Option<f
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_targets() {
-        let t: Target = "berth=/tmp/b/berth.sock:1234".parse().unwrap();
-        assert_eq!(
-            (t.name.as_str(), t.socket.to_str().unwrap(), t.pid),
-            ("berth", "/tmp/b/berth.sock", 1234)
-        );
-        // The pid follows the last colon; the socket path may contain colons.
-        let t: Target = "c=/tmp/a:b.sock:7".parse().unwrap();
-        assert_eq!((t.socket.to_str().unwrap(), t.pid), ("/tmp/a:b.sock", 7));
-        for bad in ["berth", "berth=/s", "=/s:1", "b=:1", "b=/s:x"] {
-            assert!(bad.parse::<Target>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn stats_median() {
-        let s = Stats::of(&[3.0, 1.0, 2.0]);
-        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
-        assert_eq!(Stats::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
-    }
-
-    #[test]
-    fn status_fields() {
-        let text = "Name:\tberthd\nVmHWM:\t   20480 kB\nVmRSS:\t    8192 kB\n";
-        assert_eq!(parse_status_kib(text, "VmRSS:"), Some(8192));
-        assert_eq!(parse_status_kib(text, "VmHWM:"), Some(20480));
-        assert_eq!(parse_status_kib(text, "VmSwap:"), None);
-    }
-
-    #[test]
-    fn args() {
-        let mut a = Args::parse(
-            [
-                "--target",
-                "a=/s:1",
-                "--runs=3",
-                "--image",
-                "x",
-                "--strict",
-                "--keep-image",
-                "--shim",
-                "a=/bin/s",
-                "--shim=b=/bin/t",
-            ]
-            .into_iter()
-            .map(String::from),
-            5,
-            1,
-        )
-        .unwrap();
-        assert_eq!((a.runs, a.warmup, a.strict), (3, 1, true));
-        assert_eq!(a.take("--image").as_deref(), Some("x"));
-        assert_eq!(a.take("--keep-image").as_deref(), Some(""));
-        assert_eq!(a.take_all("--shim"), ["a=/bin/s", "b=/bin/t"]);
-        assert!(a.finish().is_ok());
-        let a = Args::parse(
-            ["--target", "a=/s:1", "--bogus", "1"].into_iter().map(String::from),
-            20,
-            0,
-        )
-        .unwrap();
-        assert_eq!((a.runs, a.warmup), (20, 0));
-        assert!(a.finish().is_err());
-        assert!(Args::parse(["--runs", "3"].into_iter().map(String::from), 5, 1).is_err());
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // net: RunPodSandbox with pod networking
 
@@ -2315,4 +2243,76 @@ async fn cmd_net(mut args: Args) -> anyhow::Result<Verdict> {
     }
     println!("{}", json!({"bench": "net", "baseline": args.baseline, "targets": out}));
     Ok(Verdict::Pass)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let t: Target = "berth=/tmp/b/berth.sock:1234".parse().unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.socket.to_str().unwrap(), t.pid),
+            ("berth", "/tmp/b/berth.sock", 1234)
+        );
+        // The pid follows the last colon; the socket path may contain colons.
+        let t: Target = "c=/tmp/a:b.sock:7".parse().unwrap();
+        assert_eq!((t.socket.to_str().unwrap(), t.pid), ("/tmp/a:b.sock", 7));
+        for bad in ["berth", "berth=/s", "=/s:1", "b=:1", "b=/s:x"] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stats_median() {
+        let s = Stats::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Stats::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+    }
+
+    #[test]
+    fn status_fields() {
+        let text = "Name:\tberthd\nVmHWM:\t   20480 kB\nVmRSS:\t    8192 kB\n";
+        assert_eq!(parse_status_kib(text, "VmRSS:"), Some(8192));
+        assert_eq!(parse_status_kib(text, "VmHWM:"), Some(20480));
+        assert_eq!(parse_status_kib(text, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn args() {
+        let mut a = Args::parse(
+            [
+                "--target",
+                "a=/s:1",
+                "--runs=3",
+                "--image",
+                "x",
+                "--strict",
+                "--keep-image",
+                "--shim",
+                "a=/bin/s",
+                "--shim=b=/bin/t",
+            ]
+            .into_iter()
+            .map(String::from),
+            5,
+            1,
+        )
+        .unwrap();
+        assert_eq!((a.runs, a.warmup, a.strict), (3, 1, true));
+        assert_eq!(a.take("--image").as_deref(), Some("x"));
+        assert_eq!(a.take("--keep-image").as_deref(), Some(""));
+        assert_eq!(a.take_all("--shim"), ["a=/bin/s", "b=/bin/t"]);
+        assert!(a.finish().is_ok());
+        let a = Args::parse(
+            ["--target", "a=/s:1", "--bogus", "1"].into_iter().map(String::from),
+            20,
+            0,
+        )
+        .unwrap();
+        assert_eq!((a.runs, a.warmup), (20, 0));
+        assert!(a.finish().is_err());
+        assert!(Args::parse(["--runs", "3"].into_iter().map(String::from), 5, 1).is_err());
+    }
 }
