@@ -1860,12 +1860,10 @@ fn report_pods(args: &Args, o: &PodsOpts, targets: &[PodTarget], load: [Option<f
     println!(
         "  per pod     RSS (or PSS) sum / M; PSS splits shared pages (a shim binary's text, libc) among the processes using them"
     );
-    println!("  networking  NOT equal: berth has no pod networking yet (each pod gets a network namespace with no");
-    println!("              interface configured); containerd runs CNI in each pod's network namespace, which");
-    println!("              hack/bench keeps to loopback only: lo up (the loopback plugin) plus a stub plugin that");
-    println!("              creates nothing and only reports the eth0 address containerd 1.6 insists on. Fair-ish:");
-    println!("              containerd pays lo setup and two plugin execs per pod that berth does not; a real CNI");
-    println!("              (veth, bridge, IPAM) would add to containerd's time, and to berth's once it has one.");
+    println!("  networking  every pod gets a veth on a bridge with an address: hack/bench gives containerd");
+    println!("              Debian's CNI bridge + host-local + portmap chain (lo through its loopback plugin) and");
+    println!("              berth its built-in bridge (netlink in process, no plugin execs): each daemon its");
+    println!("              default way. `berth-bench net` also times berth running the same CNI chain.");
     println!();
     println!(
         "{:<12} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>10}",
