@@ -48,6 +48,8 @@ impl Cri {
             ("", p) => PathBuf::from(p),
             (d, p) => PathBuf::from(d).join(p),
         };
+        let target_pid = self.pid_target(&config, &sandbox.id)?;
+        let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
         let overlay = self.images.overlay().clone();
         let (b, i, s, cfg, idc, floor) = (
             bundle.clone(),
@@ -68,6 +70,8 @@ impl Cri {
                 image: &i,
                 rootfs: &rootfs,
                 oom_floor: floor,
+                unset_seccomp: &unset_seccomp,
+                target_pid,
             })?;
             write_json(&b.join("config.json"), &spec)
         })
@@ -107,6 +111,40 @@ impl Cri {
         }
         tracing::info!(%id, container = %name, sandbox = %sandbox.id, "container created");
         Ok(CreateContainerResponse { container_id: id })
+    }
+
+    /// For a container asking for the PID namespace of another (`TARGET`): the target's init PID. The
+    /// target must be a running container of the same pod.
+    fn pid_target(&self, config: &berth_proto::cri::ContainerConfig, sandbox_id: &str) -> Result<Option<u32>> {
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        let Some(o) = opts.filter(|o| o.pid == berth_proto::cri::NamespaceMode::Target as i32) else {
+            return Ok(None);
+        };
+        if o.target_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "PID namespace mode TARGET needs a target_id".into(),
+            ));
+        }
+        let t = self
+            .container(&o.target_id)
+            .map_err(|_| Error::NotFound(format!("PID namespace target container {:?} not found", o.target_id)))?;
+        if t.sandbox_id != sandbox_id {
+            return Err(Error::InvalidArgument(format!(
+                "PID namespace target {} is in another pod",
+                t.id
+            )));
+        }
+        if t.state != State::Running || t.pid == 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "PID namespace target {} is not running",
+                t.id
+            )));
+        }
+        Ok(Some(t.pid))
     }
 
     /// Unmounts and deletes a container's rootfs snapshot and bundle. Idempotent.

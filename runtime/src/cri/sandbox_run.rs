@@ -22,6 +22,16 @@ impl Cri {
             ));
         }
         self.handler(&req.runtime_handler)?;
+        // Pod sysctls go into each container's spec (there is no infra container); refuse bad ones
+        // before anything is made.
+        let ns = sandbox_setup::namespace_options(&cfg);
+        if let Some(l) = &cfg.linux {
+            crate::oci::sysctl::validate(
+                &l.sysctls,
+                ns.ipc != berth_proto::cri::NamespaceMode::Node as i32,
+                ns.network != berth_proto::cri::NamespaceMode::Node as i32,
+            )?;
+        }
         let id = new_id()?;
         let key = name_key(&meta);
         self.sandboxes().reserve(&key, &id)?;
