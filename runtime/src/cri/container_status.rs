@@ -68,6 +68,12 @@ pub fn status(c: &Container) -> ContainerStatus {
             .collect(),
         log_path: c.log_path.display().to_string(),
         image_id: c.image_id.clone(),
+        resources: c.config.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| {
+            berth_proto::cri::ContainerResources {
+                linux: Some(r),
+                windows: None,
+            }
+        }),
         ..Default::default()
     }
 }

@@ -17,21 +17,25 @@ mod container_list;
 mod container_remove;
 mod container_reopen_log;
 mod container_start;
+mod container_stats;
 pub mod container_status;
 mod container_stop;
 mod container_support;
+mod container_update;
 mod image_convert;
 mod image_fs_info;
 mod image_list;
 mod image_pull;
 mod image_remove;
 mod image_status;
+mod metrics;
 mod runtime_config;
 mod runtime_status;
 mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;
 pub mod sandbox_setup;
+mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
 mod version;
@@ -62,6 +66,8 @@ pub struct Cri {
     pub(crate) logs: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<tokio::fs::File>>>>,
     /// The lowest oom_score_adj containers may get on this host.
     pub(crate) oom_floor: i32,
+    /// The last CPU reading of each container (time ns, cumulative CPU ns), for nano-cores.
+    pub(crate) cpu_samples: Mutex<std::collections::HashMap<String, (i64, u64)>>,
 }
 
 impl Cri {
@@ -83,6 +89,7 @@ impl Cri {
             shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             oom_floor: crate::oom::floor(),
+            cpu_samples: Mutex::new(std::collections::HashMap::new()),
         })
     }
 

@@ -42,7 +42,7 @@ impl Cri {
     }
 }
 
-fn status(sb: &Sandbox) -> PodSandboxStatus {
+pub(crate) fn status(sb: &Sandbox) -> PodSandboxStatus {
     PodSandboxStatus {
         id: sb.id.clone(),
         metadata: sb.config.metadata.clone(),
