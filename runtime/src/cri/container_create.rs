@@ -110,6 +110,12 @@ impl Cri {
             return Err(e);
         }
         tracing::info!(%id, container = %name, sandbox = %sandbox.id, "container created");
+        self.emit(
+            &id,
+            &sandbox.id,
+            berth_proto::cri::ContainerEventType::ContainerCreatedEvent,
+            None,
+        );
         Ok(CreateContainerResponse { container_id: id })
     }
 

@@ -12,6 +12,7 @@ use crate::store::container::{ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
 mod container_create;
+mod container_events;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -68,6 +69,9 @@ pub struct Cri {
     pub(crate) oom_floor: i32,
     /// The last CPU reading of each container (time ns, cumulative CPU ns), for nano-cores.
     pub(crate) cpu_samples: Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    /// Lifecycle events for GetContainerEvents subscribers.
+    pub(crate) events: tokio::sync::broadcast::Sender<berth_proto::cri::ContainerEventResponse>,
+    events_closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cri {
@@ -90,6 +94,8 @@ impl Cri {
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             oom_floor: crate::oom::floor(),
             cpu_samples: Mutex::new(std::collections::HashMap::new()),
+            events: container_events::channel(),
+            events_closing: container_events::closing(),
         })
     }
 

@@ -68,6 +68,19 @@ impl Cri {
             return Err(e);
         }
         tracing::info!(pod = %key, %id, "pod sandbox ready");
+        // As containerd: a pod is created and started in one step.
+        self.emit(
+            &id,
+            &id,
+            berth_proto::cri::ContainerEventType::ContainerCreatedEvent,
+            None,
+        );
+        self.emit(
+            &id,
+            &id,
+            berth_proto::cri::ContainerEventType::ContainerStartedEvent,
+            None,
+        );
         Ok(RunPodSandboxResponse { pod_sandbox_id: id })
     }
 }

@@ -224,10 +224,11 @@ impl RuntimeService for RuntimeAdapter {
     }
 
     async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> Result<Response<EventStream>, Status> {
+        let events = self.0.container_events();
         rpc!(
             "GetContainerEvents",
             INFO,
-            Err::<EventStream, _>(Error::Unimplemented("GetContainerEvents"))
+            Ok::<EventStream, Error>(Box::pin(tokio_stream::StreamExt::map(events, Ok)))
         )
     }
 
