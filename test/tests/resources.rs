@@ -162,10 +162,10 @@ async fn limits_update_and_stats() {
     };
     let first = stats(burner.clone()).await;
     let cpu0 = first.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
-    let cores = eventually("the burner's CPU counter grows", async || {
+    let cores = eventually("the burner's CPU counter grows and gives a rate", async || {
         let s = stats(burner.clone()).await;
         let cpu = s.cpu.unwrap();
-        (cpu.usage_core_nano_seconds.unwrap().value > cpu0).then(|| cpu.usage_nano_cores.unwrap().value)
+        (cpu.usage_core_nano_seconds.unwrap().value > cpu0).then_some(cpu.usage_nano_cores?.value)
     })
     .await;
     assert!(
@@ -346,5 +346,46 @@ async fn limits_update_and_stats() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    p.finish().await;
+}
+
+/// The same live update through containerd's own shim (containerd-shim-runc-v2), which decodes the
+/// resources by their type URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_through_containerd_shim() {
+    require_root!();
+    registry::require().await;
+    let p = Pod::start(
+        CGROUP_PARENT,
+        |c| c.runtime.default_handler = "runc-containerd".into(),
+        |_| {},
+    )
+    .await;
+    let mut c = container("limited", &p.image, "sleep 1000");
+    c.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let id = p.create(c).await.unwrap();
+    p.start_container(&id).await.unwrap();
+    p.wait_state(&id, ContainerState::ContainerRunning).await;
+    p.d.runtime()
+        .await
+        .unwrap()
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                cpu_quota: 25_000,
+                memory_limit_in_bytes: 96 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cpu_max(&id).0, "25000");
+    assert_eq!(memory_limit(&id), (96u64 << 20).to_string());
     p.finish().await;
 }

@@ -16,6 +16,12 @@ use crate::error::{Error, Result};
 use crate::store::container::{Container, State};
 use crate::store::now_ns;
 
+/// A kept CPU reading: when (ns), cumulative CPU ns, and the rate it gave.
+pub(crate) type CpuSample = (i64, u64, Option<u64>);
+
+/// The shortest interval a CPU rate is computed over.
+const MIN_CPU_WINDOW_NS: i64 = 1_000_000_000;
+
 fn v(x: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: x })
 }
@@ -71,13 +77,21 @@ impl Cri {
         }
     }
 
-    /// CPU use since the previous reading of the same container, in nano-cores.
+    /// CPU use since the previous reading of the same container, in nano-cores. Readings closer
+    /// than [`MIN_CPU_WINDOW_NS`] to the kept one give the last rate again (the kernel's counters
+    /// move in scheduler ticks, so a rate over a few milliseconds would be noise).
     fn nano_cores(&self, id: &str, at: i64, cpu_ns: u64) -> Option<u64> {
         let mut samples = self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
-        let prev = samples.insert(id.to_string(), (at, cpu_ns));
-        let (t0, u0) = prev?;
-        let dt = u64::try_from(at - t0).ok().filter(|d| *d > 0)?;
-        Some((cpu_ns.saturating_sub(u0) as u128 * 1_000_000_000 / dt as u128) as u64)
+        let Some(&(t0, u0, last)) = samples.get(id) else {
+            samples.insert(id.to_string(), (at, cpu_ns, None));
+            return None;
+        };
+        if at - t0 < MIN_CPU_WINDOW_NS {
+            return last;
+        }
+        let rate = (cpu_ns.saturating_sub(u0) as u128 * 1_000_000_000 / (at - t0) as u128) as u64;
+        samples.insert(id.to_string(), (at, cpu_ns, Some(rate)));
+        Some(rate)
     }
 
     pub(crate) fn container_stats_of(&self, c: &Container, r: &Reading) -> ContainerStats {

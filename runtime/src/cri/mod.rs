@@ -67,8 +67,9 @@ pub struct Cri {
     pub(crate) logs: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<tokio::fs::File>>>>,
     /// The lowest oom_score_adj containers may get on this host.
     pub(crate) oom_floor: i32,
-    /// The last CPU reading of each container (time ns, cumulative CPU ns), for nano-cores.
-    pub(crate) cpu_samples: Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    /// The kept CPU reading of each container (time ns, cumulative CPU ns, the rate it gave), for
+    /// nano-cores.
+    pub(crate) cpu_samples: Mutex<std::collections::HashMap<String, container_stats::CpuSample>>,
     /// Lifecycle events for GetContainerEvents subscribers.
     pub(crate) events: tokio::sync::broadcast::Sender<berth_proto::cri::ContainerEventResponse>,
     events_closing: tokio::sync::watch::Sender<bool>,
