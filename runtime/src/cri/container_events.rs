@@ -96,8 +96,10 @@ fn stream(
         |(mut rx, mut closing)| async move {
             loop {
                 let got = tokio::select! {
-                    got = rx.recv() => got,
+                    // Closing first: a stream with events still queued ends at once on shutdown.
+                    biased;
                     _ = closing.wait_for(|c| *c) => return None,
+                    got = rx.recv() => got,
                 };
                 match got {
                     Ok(ev) => return Some((ev, (rx, closing))),
