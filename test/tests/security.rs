@@ -126,7 +126,13 @@ async fn capabilities_users_and_filesystem() {
     sec(&mut c).run_as_user = Some(Int64Value { value: 1000 });
     sec(&mut c).supplemental_groups = vec![4242];
     sec(&mut c).supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
-    let (_, out) = p.run(c).await;
+    let (strict_id, _, out) = p.run_id(c).await;
+    let user = p.status(&strict_id).await.user.unwrap().linux.unwrap();
+    assert_eq!(
+        (user.uid, user.gid, user.supplemental_groups),
+        (1000, 1000, vec![1000, 4242]),
+        "ContainerStatus reports the user as resolved"
+    );
     assert!(out.contains("4242"), "{out}");
     assert!(
         !out.contains("audio") && !out.contains("users"),

@@ -59,7 +59,7 @@ impl Cri {
             id.clone(),
             self.oom_floor,
         );
-        let made = tokio::task::spawn_blocking(move || -> Result<()> {
+        let made = tokio::task::spawn_blocking(move || -> Result<crate::oci::user::User> {
             let rootfs = b.join("rootfs");
             std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
             overlay.prepare(&idc, &i.diff_ids())?.mount(&rootfs)?;
@@ -73,16 +73,25 @@ impl Cri {
                 unset_seccomp: &unset_seccomp,
                 target_pid,
             })?;
-            write_json(&b.join("config.json"), &spec)
+            write_json(&b.join("config.json"), &spec)?;
+            let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
+            Ok(crate::oci::user::User {
+                uid: u.uid(),
+                gid: u.gid(),
+                additional_gids: u.additional_gids().clone().unwrap_or_default(),
+            })
         })
         .await
         .map_err(|e| Error::Internal(format!("container create task: {e}")))
         .and_then(|r| r);
-        if let Err(e) = made {
-            self.cleanup_bundle(&bundle, &id).await;
-            self.containers().release_name(&id);
-            return Err(e);
-        }
+        let user = match made {
+            Ok(u) => u,
+            Err(e) => {
+                self.cleanup_bundle(&bundle, &id).await;
+                self.containers().release_name(&id);
+                return Err(e);
+            }
+        };
         let c = Container {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
@@ -102,6 +111,7 @@ impl Cri {
             handler,
             shim_address: String::new(),
             snapshot: id.clone(),
+            user: Some(user),
         };
         let put = self.containers().put(c);
         if let Err(e) = put {

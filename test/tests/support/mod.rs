@@ -179,6 +179,12 @@ impl Pod {
     /// Creates, starts and waits for a container; returns its exit code and what it printed on
     /// stdout and stderr (from its CRI log, in order).
     pub async fn run(&self, cfg: ContainerConfig) -> (i32, String) {
+        let (_, code, out) = self.run_id(cfg).await;
+        (code, out)
+    }
+
+    /// [`Pod::run`], also giving the container's ID.
+    pub async fn run_id(&self, cfg: ContainerConfig) -> (String, i32, String) {
         let name = cfg.metadata.as_ref().unwrap().name.clone();
         let id = self
             .create(cfg)
@@ -202,7 +208,7 @@ impl Pod {
             .filter(|l| *l != "END")
             .collect::<Vec<_>>()
             .join("\n");
-        (st.exit_code, out)
+        (id, st.exit_code, out)
     }
 
     /// Removes the pod, checks nothing is left running or mounted, and removes the cgroup parent.
