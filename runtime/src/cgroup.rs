@@ -54,3 +54,114 @@ pub fn thaw(path: &str) {
         tracing::debug!(path = %f.display(), error = %e, "thaw");
     }
 }
+
+/// One reading of a container cgroup's counters. `None`: the kernel does not account it here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_ns: Option<u64>,
+    pub memory_usage: Option<u64>,
+    /// The memory limit, when there is one.
+    pub memory_limit: Option<u64>,
+    pub inactive_file: u64,
+    pub rss: Option<u64>,
+    pub page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+    pub swap: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+impl Usage {
+    /// Memory in use minus the inactive page cache (what the kernel would reclaim first): the number
+    /// kubelet evicts on, as cadvisor computes it.
+    pub fn working_set(&self) -> Option<u64> {
+        self.memory_usage.map(|u| u.saturating_sub(self.inactive_file))
+    }
+
+    /// How much more the cgroup may use before its limit.
+    pub fn available(&self) -> Option<u64> {
+        Some(self.memory_limit?.saturating_sub(self.working_set()?))
+    }
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// `key value` lines (memory.stat, cpu.stat).
+fn flat_keyed(p: &Path) -> std::collections::HashMap<String, u64> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Limits at or above this are "no limit" (v1 reports PAGE_COUNTER_MAX pages in bytes).
+const NO_LIMIT: u64 = 1 << 62;
+
+/// Reads the counters of the cgroup at `path` (relative to the hierarchy roots); None when the
+/// cgroup does not exist (the container never started, or is gone).
+pub fn usage(path: &str) -> Option<Usage> {
+    if is_unified() {
+        usage_v2(&Path::new(ROOT).join(path.trim_start_matches('/')))
+    } else {
+        usage_v1(path)
+    }
+}
+
+fn usage_v2(dir: &Path) -> Option<Usage> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let cpu = flat_keyed(&dir.join("cpu.stat"));
+    let mem = flat_keyed(&dir.join("memory.stat"));
+    let limit = std::fs::read_to_string(dir.join("memory.max"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    Some(Usage {
+        cpu_ns: cpu.get("usage_usec").map(|u| u * 1000),
+        memory_usage: read_u64(&dir.join("memory.current")),
+        memory_limit: limit.filter(|l| *l < NO_LIMIT),
+        inactive_file: mem.get("inactive_file").copied().unwrap_or(0),
+        rss: mem.get("anon").copied(),
+        page_faults: mem.get("pgfault").copied(),
+        major_page_faults: mem.get("pgmajfault").copied(),
+        swap: read_u64(&dir.join("memory.swap.current")),
+        pids: read_u64(&dir.join("pids.current")),
+    })
+}
+
+fn usage_v1(path: &str) -> Option<Usage> {
+    let mem_dir = Path::new(ROOT).join("memory").join(path.trim_start_matches('/'));
+    let cpu_file = file(path, "cpuacct", "cpuacct.usage");
+    if !mem_dir.is_dir() && !cpu_file.exists() {
+        return None;
+    }
+    let mem = flat_keyed(&mem_dir.join("memory.stat"));
+    // The hierarchical ("total_") counters include child cgroups, as the v2 ones do.
+    let stat = |k: &str| mem.get(&format!("total_{k}")).or_else(|| mem.get(k)).copied();
+    let usage = read_u64(&mem_dir.join("memory.usage_in_bytes"));
+    let memsw = read_u64(&mem_dir.join("memory.memsw.usage_in_bytes"));
+    Some(Usage {
+        cpu_ns: read_u64(&cpu_file),
+        memory_usage: usage,
+        memory_limit: read_u64(&mem_dir.join("memory.limit_in_bytes")).filter(|l| *l < NO_LIMIT),
+        inactive_file: stat("inactive_file").unwrap_or(0),
+        rss: stat("rss"),
+        page_faults: stat("pgfault"),
+        major_page_faults: stat("pgmajfault"),
+        swap: memsw.zip(usage).map(|(sw, u)| sw.saturating_sub(u)),
+        pids: read_u64(&file(path, "pids", "pids.current")),
+    })
+}
+
+/// The value of a cgroup control file of the cgroup at `path` (v1: in `controller`'s hierarchy).
+pub fn read(path: &str, controller: &str, name: &str) -> Option<String> {
+    std::fs::read_to_string(file(path, controller, name))
+        .ok()
+        .map(|s| s.trim().to_string())
+}

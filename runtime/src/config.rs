@@ -37,6 +37,10 @@ pub struct RuntimeConfig {
     pub default_handler: String,
     /// Handlers by name (kubelet's RuntimeClass `handler`). Setting any replaces the built-in list.
     pub handlers: std::collections::BTreeMap<String, Handler>,
+    /// The seccomp profile of a container whose request sets none (neither `seccomp` nor
+    /// `seccomp_profile_path`): `runtime/default` (berth's default, safer than containerd 1.6's
+    /// unconfined), `unconfined`, or `localhost/<absolute path>`. kubelet always names one.
+    pub unset_seccomp_profile: String,
 }
 
 /// One runtime handler.
@@ -78,6 +82,7 @@ impl Default for RuntimeConfig {
             ]
             .into_iter()
             .collect(),
+            unset_seccomp_profile: "runtime/default".into(),
         }
     }
 }
@@ -214,6 +219,9 @@ impl Config {
                 self.runtime.default_handler
             )));
         }
+        if let Err(e) = crate::oci::seccomp::Profile::parse_legacy(&self.runtime.unset_seccomp_profile) {
+            return Err(ConfigError::Invalid(format!("runtime.unset_seccomp_profile: {e}")));
+        }
         if self.pod.shm_size < 4096 {
             return Err(ConfigError::Invalid("pod.shm_size must be at least 4096 bytes".into()));
         }
@@ -258,6 +266,10 @@ shm_size = {shm}
 [runtime]
 # The handler for pods that name none; kubelet's RuntimeClass handler names pick another.
 default_handler = "runc"
+# Seccomp for a container whose request names no profile (kubelet always names one; crictl may not):
+# "runtime/default" (berth's built-in profile), "unconfined" (containerd 1.6's default), or
+# "localhost/<absolute path to a profile>".
+unset_seccomp_profile = "runtime/default"
 # Each handler: a shim v2 binary (looked up beside berthd, then on PATH), the OCI runtime it drives,
 # and who writes the CRI log: "shim" (berth-shim; logs keep flowing while berthd is down) or
 # "berthd" (containerd's shims hand output to FIFOs, which berthd copies). Defining any handler

@@ -44,7 +44,7 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     // On shutdown, in-flight requests get a grace period; clients that keep idle connections open
     // (kubelet does) must not hold the daemon up past it.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = server::serve(listener, cri, async {
+    let server = server::serve(listener, cri.clone(), async {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);
@@ -52,6 +52,7 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
         res = &mut server => res,
         () = shutdown => {
             let _ = stop_tx.send(());
+            cri.close_events();
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(res) => res,
                 Err(_) => {

@@ -192,6 +192,20 @@ impl ShimClient {
             .map(|_| ())
     }
 
+    /// Applies new cgroup limits to a running container (`runc update`): `resources` is OCI
+    /// `LinuxResources` JSON, under the type URL containerd's shims decode it by.
+    pub async fn update_resources(&self, id: &str, resources: Vec<u8>) -> Result<()> {
+        let mut req = api::UpdateTaskRequest::new();
+        req.id = id.into();
+        let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+        any.value = resources;
+        req.resources = Some(any).into();
+        self.call::<_, api::Empty>("Update", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         let mut req = api::KillRequest::new();
         req.id = id.into();

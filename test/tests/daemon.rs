@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
 use berth_proto::cri::{
-    CgroupDriver, ContainerStatsRequest, CreateContainerRequest, ExecRequest, ListContainersRequest,
-    RuntimeConfigRequest, StatusRequest, VersionRequest,
+    CgroupDriver, CheckpointContainerRequest, ContainerStatsRequest, CreateContainerRequest, ExecRequest,
+    ListContainersRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use berth_proto::tonic::Code;
 use berth_runtime::config::Config;
@@ -111,9 +111,14 @@ async fn serves_cri_and_stops_cleanly_on_sigterm() {
     let err = rt.exec(ExecRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("Exec"), "{}", err.message());
-    let err = rt.container_stats(ContainerStatsRequest::default()).await.unwrap_err();
-    assert!(err.message().contains("ContainerStats"), "{}", err.message());
+    let err = rt
+        .checkpoint_container(CheckpointContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("CheckpointContainer"), "{}", err.message());
     // Implemented ones answer for real.
+    let err = rt.container_stats(ContainerStatsRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "no container id: {err:?}");
     let err = rt
         .create_container(CreateContainerRequest::default())
         .await

@@ -48,6 +48,8 @@ impl Cri {
             ("", p) => PathBuf::from(p),
             (d, p) => PathBuf::from(d).join(p),
         };
+        let target_pid = self.pid_target(&config, &sandbox.id)?;
+        let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
         let overlay = self.images.overlay().clone();
         let (b, i, s, cfg, idc, floor) = (
             bundle.clone(),
@@ -57,7 +59,7 @@ impl Cri {
             id.clone(),
             self.oom_floor,
         );
-        let made = tokio::task::spawn_blocking(move || -> Result<()> {
+        let made = tokio::task::spawn_blocking(move || -> Result<crate::oci::user::User> {
             let rootfs = b.join("rootfs");
             std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
             overlay.prepare(&idc, &i.diff_ids())?.mount(&rootfs)?;
@@ -68,17 +70,28 @@ impl Cri {
                 image: &i,
                 rootfs: &rootfs,
                 oom_floor: floor,
+                unset_seccomp: &unset_seccomp,
+                target_pid,
             })?;
-            write_json(&b.join("config.json"), &spec)
+            write_json(&b.join("config.json"), &spec)?;
+            let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
+            Ok(crate::oci::user::User {
+                uid: u.uid(),
+                gid: u.gid(),
+                additional_gids: u.additional_gids().clone().unwrap_or_default(),
+            })
         })
         .await
         .map_err(|e| Error::Internal(format!("container create task: {e}")))
         .and_then(|r| r);
-        if let Err(e) = made {
-            self.cleanup_bundle(&bundle, &id).await;
-            self.containers().release_name(&id);
-            return Err(e);
-        }
+        let user = match made {
+            Ok(u) => u,
+            Err(e) => {
+                self.cleanup_bundle(&bundle, &id).await;
+                self.containers().release_name(&id);
+                return Err(e);
+            }
+        };
         let c = Container {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
@@ -98,6 +111,7 @@ impl Cri {
             handler,
             shim_address: String::new(),
             snapshot: id.clone(),
+            user: Some(user),
         };
         let put = self.containers().put(c);
         if let Err(e) = put {
@@ -106,7 +120,47 @@ impl Cri {
             return Err(e);
         }
         tracing::info!(%id, container = %name, sandbox = %sandbox.id, "container created");
+        self.emit(
+            &id,
+            &sandbox.id,
+            berth_proto::cri::ContainerEventType::ContainerCreatedEvent,
+            None,
+        );
         Ok(CreateContainerResponse { container_id: id })
+    }
+
+    /// For a container asking for the PID namespace of another (`TARGET`): the target's init PID. The
+    /// target must be a running container of the same pod.
+    fn pid_target(&self, config: &berth_proto::cri::ContainerConfig, sandbox_id: &str) -> Result<Option<u32>> {
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        let Some(o) = opts.filter(|o| o.pid == berth_proto::cri::NamespaceMode::Target as i32) else {
+            return Ok(None);
+        };
+        if o.target_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "PID namespace mode TARGET needs a target_id".into(),
+            ));
+        }
+        let t = self
+            .container(&o.target_id)
+            .map_err(|_| Error::NotFound(format!("PID namespace target container {:?} not found", o.target_id)))?;
+        if t.sandbox_id != sandbox_id {
+            return Err(Error::InvalidArgument(format!(
+                "PID namespace target {} is in another pod",
+                t.id
+            )));
+        }
+        if t.state != State::Running || t.pid == 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "PID namespace target {} is not running",
+                t.id
+            )));
+        }
+        Ok(Some(t.pid))
     }
 
     /// Unmounts and deletes a container's rootfs snapshot and bundle. Idempotent.

@@ -73,6 +73,12 @@ impl Cri {
         self.cleanup_bundle(&c.bundle, &c.snapshot).await;
         self.containers().delete(id)?;
         tracing::info!(id, "container removed");
+        self.emit(
+            id,
+            &c.sandbox_id,
+            berth_proto::cri::ContainerEventType::ContainerDeletedEvent,
+            None,
+        );
         Ok(())
     }
 }

@@ -31,7 +31,15 @@ impl Cri {
                     c.reason = "StartError".into();
                     c.message = e.to_string();
                     c.exited(128, now_ns());
+                    let sandbox = c.sandbox_id.clone();
                     let _ = store.put(c);
+                    drop(store);
+                    self.emit(
+                        &req.container_id,
+                        &sandbox,
+                        berth_proto::cri::ContainerEventType::ContainerStoppedEvent,
+                        None,
+                    );
                 }
                 Err(e)
             }
@@ -77,15 +85,42 @@ impl Cri {
         let start_time = now_ns();
         let started = shim.start(&c.id, "").await?;
 
-        let mut rec = self.container(&c.id)?;
-        if rec.state == State::Exited {
-            // A quick process: its exit event came in before the Start reply.
-            rec.pid = started.pid;
-            rec.started_at = start_time;
-        } else {
-            rec.start(started.pid, start_time)?;
-        }
-        self.containers().put(rec.clone())?;
+        let pod_status = self.pod_status_for_event(&c.sandbox_id);
+        let rec = {
+            let mut store = self.containers();
+            let mut rec = store
+                .get(&c.id)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("container {} vanished while starting", c.id)))?;
+            let quick = rec.state == State::Exited;
+            if quick {
+                // A quick process: its exit event came in before the Start reply.
+                rec.pid = started.pid;
+                rec.started_at = start_time;
+            } else {
+                rec.start(started.pid, start_time)?;
+            }
+            store.put(rec.clone())?;
+            self.emit_locked(
+                &store,
+                &c.id,
+                &c.sandbox_id,
+                berth_proto::cri::ContainerEventType::ContainerStartedEvent,
+                pod_status.clone(),
+            );
+            if quick {
+                // Its exit was recorded before it was Running, without an event: the event follows
+                // here, in order.
+                self.emit_locked(
+                    &store,
+                    &c.id,
+                    &c.sandbox_id,
+                    berth_proto::cri::ContainerEventType::ContainerStoppedEvent,
+                    pod_status,
+                );
+            }
+            rec
+        };
         self.watch_exit(&rec, shim);
         tracing::info!(id = %c.id, pid = started.pid, "container started");
         Ok(())

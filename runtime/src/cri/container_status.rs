@@ -68,6 +68,22 @@ pub fn status(c: &Container) -> ContainerStatus {
             .collect(),
         log_path: c.log_path.display().to_string(),
         image_id: c.image_id.clone(),
-        ..Default::default()
+        user: c.user.as_ref().map(|u| berth_proto::cri::ContainerUser {
+            linux: Some(berth_proto::cri::LinuxContainerUser {
+                uid: i64::from(u.uid),
+                gid: i64::from(u.gid),
+                // The primary group first, then the additional ones, as the process has them.
+                supplemental_groups: std::iter::once(u.gid)
+                    .chain(u.additional_gids.iter().copied().filter(|g| *g != u.gid))
+                    .map(i64::from)
+                    .collect(),
+            }),
+        }),
+        resources: c.config.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| {
+            berth_proto::cri::ContainerResources {
+                linux: Some(r),
+                windows: None,
+            }
+        }),
     }
 }

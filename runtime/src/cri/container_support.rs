@@ -89,6 +89,12 @@ impl Cri {
             _ => return,
         };
         let oom = crate::cgroup::bundle_cgroup(&bundle).is_some_and(|p| crate::cgroup::oom_kills(&p) > 0);
+        let sandbox_id = self
+            .containers()
+            .get(id)
+            .map(|c| c.sandbox_id.clone())
+            .unwrap_or_default();
+        let pod_status = self.pod_status_for_event(&sandbox_id);
         let mut store = self.containers();
         let Some(mut c) = store.get(id).cloned() else { return };
         if c.state == State::Exited {
@@ -97,10 +103,22 @@ impl Cri {
         if oom && c.reason.is_empty() {
             c.reason = "OOMKilled".into();
         }
+        let was_running = c.state == State::Running;
+        let sandbox = c.sandbox_id.clone();
         c.exited(status, if at_ns > 0 { at_ns } else { now_ns() });
         tracing::info!(id, exit_code = c.exit_code, "container exited");
         if let Err(e) = store.put(c) {
             tracing::error!(id, error = %e, "cannot record container exit");
+        }
+        // A container not yet recorded Running gets its event from StartContainer, after STARTED.
+        if was_running {
+            self.emit_locked(
+                &store,
+                id,
+                &sandbox,
+                berth_proto::cri::ContainerEventType::ContainerStoppedEvent,
+                pod_status,
+            );
         }
     }
 

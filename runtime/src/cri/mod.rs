@@ -12,26 +12,31 @@ use crate::store::container::{ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
 mod container_create;
+mod container_events;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
 mod container_reopen_log;
 mod container_start;
+mod container_stats;
 pub mod container_status;
 mod container_stop;
 mod container_support;
+mod container_update;
 mod image_convert;
 mod image_fs_info;
 mod image_list;
 mod image_pull;
 mod image_remove;
 mod image_status;
+mod metrics;
 mod runtime_config;
 mod runtime_status;
 mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;
 pub mod sandbox_setup;
+mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
 mod version;
@@ -66,6 +71,12 @@ pub struct Cri {
     pub(crate) network: Arc<berth_cni::Network>,
     /// The node's pod CIDRs, as kubelet last set them (UpdateRuntimeConfig).
     pub(crate) pod_cidrs: Mutex<Vec<String>>,
+    /// The kept CPU reading of each container (time ns, cumulative CPU ns, the rate it gave), for
+    /// nano-cores.
+    pub(crate) cpu_samples: Mutex<std::collections::HashMap<String, container_stats::CpuSample>>,
+    /// Lifecycle events for GetContainerEvents subscribers.
+    pub(crate) events: tokio::sync::broadcast::Sender<berth_proto::cri::ContainerEventResponse>,
+    events_closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cri {
@@ -97,6 +108,9 @@ impl Cri {
             shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             oom_floor: crate::oom::floor(),
+            cpu_samples: Mutex::new(std::collections::HashMap::new()),
+            events: container_events::channel(),
+            events_closing: container_events::closing(),
         })
     }
 

@@ -73,7 +73,8 @@ impl Cri {
                 }),
             }],
             features: Some(RuntimeFeatures {
-                supplemental_groups_policy: false,
+                // Strict and Merge are honoured, and ContainerStatus reports the user.
+                supplemental_groups_policy: true,
             }),
         }
     }

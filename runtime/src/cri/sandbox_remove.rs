@@ -18,6 +18,8 @@ impl Cri {
             self.stop_container_id(&cid, 0).await?;
             self.remove_container_id(&cid).await?;
         }
+        let mut last = super::sandbox_status::status(&sb);
+        last.state = berth_proto::cri::PodSandboxState::SandboxNotready as i32;
         // If teardown fails, the record stays (NotReady) so kubelet's retry finds it again.
         let net = self.network.clone();
         tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb, &net))
@@ -25,6 +27,12 @@ impl Cri {
             .map_err(|e| Error::Internal(format!("sandbox remove task: {e}")))??;
         self.sandboxes().delete(&id)?;
         tracing::info!(%id, "pod sandbox removed");
+        self.emit(
+            &id,
+            &id,
+            berth_proto::cri::ContainerEventType::ContainerDeletedEvent,
+            Some(last),
+        );
         Ok(RemovePodSandboxResponse {})
     }
 }

@@ -23,6 +23,16 @@ impl Cri {
             ));
         }
         self.handler(&req.runtime_handler)?;
+        // Pod sysctls go into each container's spec (there is no infra container); refuse bad ones
+        // before anything is made.
+        let ns = sandbox_setup::namespace_options(&cfg);
+        if let Some(l) = &cfg.linux {
+            crate::oci::sysctl::validate(
+                &l.sysctls,
+                ns.ipc != berth_proto::cri::NamespaceMode::Node as i32,
+                ns.network != berth_proto::cri::NamespaceMode::Node as i32,
+            )?;
+        }
         let id = new_id()?;
         let key = name_key(&meta);
         let pod = self.pod_request(&id, &cfg)?;
@@ -64,6 +74,19 @@ impl Cri {
         }
         let ips = sb.network.as_ref().map(|n| n.ips()).unwrap_or_default();
         tracing::info!(pod = %key, %id, ?ips, "pod sandbox ready");
+        // As containerd: a pod is created and started in one step.
+        self.emit(
+            &id,
+            &id,
+            berth_proto::cri::ContainerEventType::ContainerCreatedEvent,
+            None,
+        );
+        self.emit(
+            &id,
+            &id,
+            berth_proto::cri::ContainerEventType::ContainerStartedEvent,
+            None,
+        );
         Ok(RunPodSandboxResponse { pod_sandbox_id: id })
     }
 

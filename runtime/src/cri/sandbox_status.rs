@@ -53,7 +53,7 @@ fn network_status(sb: &Sandbox) -> PodSandboxNetworkStatus {
     }
 }
 
-fn status(sb: &Sandbox) -> PodSandboxStatus {
+pub(crate) fn status(sb: &Sandbox) -> PodSandboxStatus {
     PodSandboxStatus {
         id: sb.id.clone(),
         metadata: sb.config.metadata.clone(),

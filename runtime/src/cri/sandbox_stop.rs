@@ -23,10 +23,19 @@ impl Cri {
         tokio::task::spawn_blocking(move || sandbox_setup::release_network(&sb2, &net))
             .await
             .map_err(|e| Error::Internal(format!("sandbox stop task: {e}")))??;
+        let was_ready = sb.state == crate::store::sandbox::State::Ready;
         sb.stop();
         sb.network = None;
         self.sandboxes().put(sb)?;
         tracing::info!(%id, "pod sandbox stopped");
+        if was_ready {
+            self.emit(
+                &id,
+                &id,
+                berth_proto::cri::ContainerEventType::ContainerStoppedEvent,
+                None,
+            );
+        }
         Ok(StopPodSandboxResponse {})
     }
 }

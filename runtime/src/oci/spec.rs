@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use berth_proto::cri::{ContainerConfig, MountPropagation, NamespaceMode};
+use berth_proto::cri::{ContainerConfig, LinuxContainerResources, MountPropagation, NamespaceMode};
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxHugepageLimitBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::cri::sandbox_setup;
@@ -63,6 +63,10 @@ pub struct SpecInput<'a> {
     pub rootfs: &'a Path,
     /// The lowest oom_score_adj the host lets berth set (see `oom::floor`).
     pub oom_floor: i32,
+    /// The seccomp profile for requests that name none (config `runtime.unset_seccomp_profile`).
+    pub unset_seccomp: &'a str,
+    /// For a PID namespace `TARGET`ed at another container: that container's init PID.
+    pub target_pid: Option<u32>,
 }
 
 fn bad(e: impl std::fmt::Display) -> Error {
@@ -145,6 +149,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         image,
         rootfs,
         oom_floor,
+        unset_seccomp,
+        target_pid,
     } = *input;
     let run = image.config.config.clone().unwrap_or_default();
     let linux_cfg = config.linux.clone().unwrap_or_default();
@@ -159,9 +165,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         &sec.run_as_username,
         sec.run_as_group.as_ref().map(|v| v.value),
         &sec.supplemental_groups,
+        sec.supplemental_groups_policy == berth_proto::cri::SupplementalGroupsPolicy::Strict as i32,
     )?;
     let mut cap_set: Capabilities = if sec.privileged {
-        caps(all_caps())?
+        caps(held_caps())?
     } else {
         caps(DEFAULT_CAPS.iter().map(|s| s.to_string()))?
     };
@@ -174,17 +181,45 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             }
         }
         if c.add_capabilities.iter().any(|a| a.eq_ignore_ascii_case("ALL")) {
-            cap_set = caps(all_caps())?;
+            cap_set = caps(held_caps())?;
         } else {
-            cap_set.extend(caps(c.add_capabilities.clone())?);
+            let held = caps(held_caps())?;
+            for a in caps(c.add_capabilities.clone())? {
+                if !held.contains(&a) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "capability {a} was asked for, but berthd itself does not hold it on this host"
+                    )));
+                }
+                cap_set.insert(a);
+            }
         }
     }
+    let cap_names: Vec<String> = cap_set
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_string))
+        .collect();
+    let seccomp = if sec.privileged {
+        None
+    } else {
+        // The deprecated string still comes from older kubelets and crictl.
+        #[allow(deprecated)]
+        let profile = super::seccomp::select(sec.seccomp.as_ref(), &sec.seccomp_profile_path, unset_seccomp)?;
+        super::seccomp::build(&profile, &cap_names)?
+    };
+    #[allow(deprecated)]
+    let apparmor = super::apparmor::profile(
+        sec.apparmor.as_ref(),
+        &sec.apparmor_profile,
+        sec.privileged,
+        super::apparmor::host_supports(),
+        "",
+    )?;
     let oom = linux_cfg
         .resources
         .as_ref()
         .map(|r| r.oom_score_adj as i32)
         .unwrap_or(0);
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(config.tty)
         .args(process_args(config, &run)?)
         .env(process_env(config, &run))
@@ -206,13 +241,20 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
                 .bounding(cap_set.clone())
                 .effective(cap_set.clone())
                 .permitted(cap_set.clone())
+                // Explicitly empty: oci-spec's defaults would put AUDIT_WRITE, KILL and NET_BIND_SERVICE
+                // here, giving non-root processes ambient capabilities (and failing runc's capset when
+                // the bounding set lacks them). Empty inheritable as containerd since CVE-2022-24769.
+                .inheritable(Capabilities::new())
+                .ambient(Capabilities::new())
                 .build()
                 .map_err(bad)?,
         )
         .no_new_privileges(sec.no_new_privs)
-        .oom_score_adj(oom.max(oom_floor))
-        .build()
-        .map_err(bad)?;
+        .oom_score_adj(oom.max(oom_floor));
+    if let Some(a) = apparmor {
+        process = process.apparmor_profile(a);
+    }
+    let process = process.build().map_err(bad)?;
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
@@ -305,13 +347,28 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
                 )));
             }
         },
-        NamespaceMode::Target => {
-            return Err(Error::FailedPrecondition(
-                "a PID namespace shared with another container (TARGET) is not supported yet".into(),
-            ));
-        }
+        NamespaceMode::Target => match target_pid {
+            Some(pid) => namespaces.push(ns(
+                LinuxNamespaceType::Pid,
+                Some(&PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+            )?),
+            None => {
+                return Err(Error::FailedPrecondition(format!(
+                    "PID namespace TARGET {:?}: that container is not running",
+                    ns_opts.target_id
+                )));
+            }
+        },
     }
     let host_net = pod_ns.network == NamespaceMode::Node as i32;
+    let host_ipc = pod_ns.ipc == NamespaceMode::Node as i32;
+    let sysctls = sandbox
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone())
+        .unwrap_or_default();
+    super::sysctl::validate(&sysctls, !host_ipc, !host_net)?;
     for (kind, typ) in [
         ("net", LinuxNamespaceType::Network),
         ("ipc", LinuxNamespaceType::Ipc),
@@ -346,49 +403,32 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         devices.push(dev);
         device_rules.push(rule);
     }
-    let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
-    if let Some(r) = &linux_cfg.resources {
-        let mut cpu = LinuxCpuBuilder::default();
-        if r.cpu_shares > 0 {
-            cpu = cpu.shares(r.cpu_shares as u64);
-        }
-        if r.cpu_quota > 0 {
-            cpu = cpu.quota(r.cpu_quota);
-        }
-        if r.cpu_period > 0 {
-            cpu = cpu.period(r.cpu_period as u64);
-        }
-        if !r.cpuset_cpus.is_empty() {
-            cpu = cpu.cpus(r.cpuset_cpus.clone());
-        }
-        if !r.cpuset_mems.is_empty() {
-            cpu = cpu.mems(r.cpuset_mems.clone());
-        }
-        resources = resources.cpu(cpu.build().map_err(bad)?);
-        if r.memory_limit_in_bytes > 0 {
-            let mut mem = LinuxMemoryBuilder::default().limit(r.memory_limit_in_bytes);
-            // No swapping past the limit unless asked (as containerd), where the host accounts swap.
-            let swap = if r.memory_swap_limit_in_bytes > 0 {
-                r.memory_swap_limit_in_bytes
-            } else {
-                r.memory_limit_in_bytes
-            };
-            if crate::cgroup::is_unified() || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
-                mem = mem.swap(swap);
-            }
-            resources = resources.memory(mem.build().map_err(bad)?);
-        }
+    let resources = match &linux_cfg.resources {
+        Some(r) => resources_builder(r)?,
+        None => LinuxResourcesBuilder::default(),
     }
+    .devices(device_rules);
     let mut linux = LinuxBuilder::default()
         .devices(devices)
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(format!("{}/{}", cgroup_parent.trim_end_matches('/'), id)))
         .resources(resources.build().map_err(bad)?);
-    if !sec.privileged {
-        linux = linux
-            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    if !sysctls.is_empty() {
+        linux = linux.sysctl(sysctls);
     }
+    if let Some(s) = seccomp {
+        linux = linux.seccomp(s);
+    }
+    // Always set: oci-spec's defaults would mask and make read-only paths for privileged containers too.
+    linux = if sec.privileged {
+        linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new())
+    } else {
+        linux
+            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    };
 
     let mut annotations: HashMap<String, String> = config.annotations.clone();
     let meta = sandbox.metadata();
@@ -426,7 +466,73 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         let hostname = std::fs::read_to_string(sandbox.dir.join("hostname")).unwrap_or_default();
         spec = spec.hostname(hostname.trim().to_string());
     }
-    spec.build().map_err(bad)
+    let mut spec = spec.build().map_err(bad)?;
+    if host_net {
+        // oci-spec's default hostname ("youki") would need a UTS namespace of the container's own.
+        spec.set_hostname(None);
+    }
+    Ok(spec)
+}
+
+/// The OCI resources (cgroup limits) for CRI resources, as CreateContainer and
+/// UpdateContainerResources apply them. Zero or empty fields are left unset.
+pub fn resources_builder(r: &LinuxContainerResources) -> Result<LinuxResourcesBuilder> {
+    let mut resources = LinuxResourcesBuilder::default();
+    let mut cpu = LinuxCpuBuilder::default();
+    if r.cpu_shares > 0 {
+        cpu = cpu.shares(r.cpu_shares as u64);
+    }
+    if r.cpu_quota > 0 {
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu = cpu.period(r.cpu_period as u64);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    resources = resources.cpu(cpu.build().map_err(bad)?);
+    if r.memory_limit_in_bytes > 0 {
+        let mut mem = LinuxMemoryBuilder::default().limit(r.memory_limit_in_bytes);
+        // No swapping past the limit unless asked (as containerd), where the host accounts swap.
+        let swap = if r.memory_swap_limit_in_bytes > 0 {
+            r.memory_swap_limit_in_bytes
+        } else {
+            r.memory_limit_in_bytes
+        };
+        if crate::cgroup::is_unified() || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+            mem = mem.swap(swap);
+        }
+        resources = resources.memory(mem.build().map_err(bad)?);
+    }
+    if !r.hugepage_limits.is_empty() {
+        let limits = r
+            .hugepage_limits
+            .iter()
+            .map(|h| {
+                LinuxHugepageLimitBuilder::default()
+                    .page_size(h.page_size.clone())
+                    .limit(h.limit as i64)
+                    .build()
+                    .map_err(bad)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        resources = resources.hugepage_limits(limits);
+    }
+    if !r.unified.is_empty() {
+        if !crate::cgroup::is_unified() {
+            let mut keys: Vec<&String> = r.unified.keys().collect();
+            keys.sort();
+            return Err(Error::InvalidArgument(format!(
+                "unified (cgroup v2) resources {keys:?} given, but this host uses cgroup v1"
+            )));
+        }
+        resources = resources.unified(r.unified.clone());
+    }
+    Ok(resources)
 }
 
 /// A CRI device: the host's device node, at `container_path`, with a cgroup rule allowing
@@ -493,6 +599,24 @@ fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<oci_spec::runtime:
     b.build().map_err(bad)
 }
 
+/// The capabilities berthd holds (its effective set): all a container can be given. "All
+/// capabilities" (privileged, add ALL) means these, as containerd does: the OCI runtime cannot
+/// grant more than its caller has.
+fn held_caps() -> Vec<String> {
+    let mask = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    });
+    all_caps()
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| mask.is_none_or(|m| m & (1u64 << bit) != 0))
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Every capability name, in bit order (CAP_CHOWN is 0).
 fn all_caps() -> Vec<String> {
     [
         "CHOWN",

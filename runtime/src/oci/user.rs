@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// uid, gid and additional gids of the container's process.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub uid: u32,
     pub gid: u32,
@@ -68,7 +68,8 @@ fn groups(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
 
 /// Resolves the process user. `run_as_user`/`run_as_username`/`run_as_group` from the security context
 /// win over the image's `USER` (`uid`, `name`, `uid:gid`, `name:group`). The groups the image's
-/// /etc/group lists the user in, and `supplemental`, are added, as containerd does.
+/// /etc/group lists the user in (unless `strict`: CRI's `supplemental_groups_policy: Strict`), and
+/// `supplemental`, are added, as containerd does.
 pub fn resolve(
     rootfs: &Path,
     image_user: &str,
@@ -76,6 +77,7 @@ pub fn resolve(
     run_as_username: &str,
     run_as_group: Option<i64>,
     supplemental: &[i64],
+    strict: bool,
 ) -> Result<User> {
     let pw = passwd(rootfs);
     let (user_part, group_part) = match (run_as_user, run_as_username.is_empty()) {
@@ -112,7 +114,7 @@ pub fn resolve(
         gid = u32::try_from(g).map_err(|_| Error::InvalidArgument(format!("run_as_group {g} out of range")))?;
     }
     let mut additional = Vec::new();
-    if let Some(name) = &name {
+    if let Some(name) = name.as_ref().filter(|_| !strict) {
         for (_, id, members) in &gr {
             if members.contains(name) && *id != gid && !additional.contains(id) {
                 additional.push(*id);
@@ -157,34 +159,43 @@ mod tests {
     fn forms() {
         let r = rootfs();
         let p = r.path();
-        assert_eq!(resolve(p, "", None, "", None, &[]).unwrap(), User::default());
+        assert_eq!(resolve(p, "", None, "", None, &[], false).unwrap(), User::default());
         let berth = User {
             uid: 1000,
             gid: 1000,
             additional_gids: vec![29],
         };
-        assert_eq!(resolve(p, "berth", None, "", None, &[]).unwrap(), berth);
-        assert_eq!(resolve(p, "1000", None, "", None, &[]).unwrap(), berth);
-        assert_eq!(resolve(p, "1000:staff", None, "", None, &[]).unwrap().gid, 50);
+        assert_eq!(resolve(p, "berth", None, "", None, &[], false).unwrap(), berth);
+        assert_eq!(resolve(p, "1000", None, "", None, &[], false).unwrap(), berth);
+        assert_eq!(resolve(p, "1000:staff", None, "", None, &[], false).unwrap().gid, 50);
         assert_eq!(
-            resolve(p, "", Some(1000), "", Some(7), &[8]).unwrap(),
+            resolve(p, "", Some(1000), "", Some(7), &[8], false).unwrap(),
             User {
                 uid: 1000,
                 gid: 7,
                 additional_gids: vec![29, 8]
             }
         );
-        assert_eq!(resolve(p, "", None, "berth", None, &[]).unwrap(), berth);
+        assert_eq!(resolve(p, "", None, "berth", None, &[], false).unwrap(), berth);
         assert_eq!(
-            resolve(p, "4242", None, "", None, &[]).unwrap(),
+            resolve(p, "4242", None, "", None, &[], false).unwrap(),
             User {
                 uid: 4242,
                 gid: 0,
                 additional_gids: vec![]
             }
         );
-        assert!(resolve(p, "nobody-here", None, "", None, &[]).is_err());
-        assert!(resolve(p, "0:nogroup", None, "", None, &[]).is_err());
+        assert_eq!(
+            resolve(p, "", Some(1000), "", None, &[8], true).unwrap(),
+            User {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![8]
+            },
+            "Strict: no groups from the image's /etc/group"
+        );
+        assert!(resolve(p, "nobody-here", None, "", None, &[], false).is_err());
+        assert!(resolve(p, "0:nogroup", None, "", None, &[], false).is_err());
     }
 
     #[test]
@@ -193,7 +204,7 @@ mod tests {
         std::fs::remove_file(r.path().join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", r.path().join("etc/passwd")).unwrap();
         assert!(
-            resolve(r.path(), "root", None, "", None, &[]).is_err(),
+            resolve(r.path(), "root", None, "", None, &[], false).is_err(),
             "host /etc/passwd must not be read"
         );
     }

@@ -161,25 +161,92 @@ impl RuntimeService for RuntimeAdapter {
         )
     }
 
+    async fn update_container_resources(
+        &self,
+        req: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        rpc!(
+            "UpdateContainerResources",
+            INFO,
+            self.0.update_container_resources(req.into_inner()).await
+        )
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        rpc!("ContainerStats", DEBUG, self.0.container_stats(req.into_inner()).await)
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        rpc!(
+            "ListContainerStats",
+            DEBUG,
+            self.0.list_container_stats(req.into_inner()).await
+        )
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        rpc!(
+            "PodSandboxStats",
+            DEBUG,
+            self.0.pod_sandbox_stats(req.into_inner()).await
+        )
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        rpc!(
+            "ListPodSandboxStats",
+            DEBUG,
+            self.0.list_pod_sandbox_stats(req.into_inner()).await
+        )
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        req: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        rpc!(
+            "ListMetricDescriptors",
+            DEBUG,
+            Ok(self.0.list_metric_descriptors(req.into_inner()))
+        )
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        req: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        rpc!(
+            "ListPodSandboxMetrics",
+            DEBUG,
+            self.0.list_pod_sandbox_metrics(req.into_inner()).await
+        )
+    }
+
     async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> Result<Response<EventStream>, Status> {
+        let events = self.0.container_events();
         rpc!(
             "GetContainerEvents",
             INFO,
-            Err::<EventStream, _>(Error::Unimplemented("GetContainerEvents"))
+            Ok::<EventStream, Error>(Box::pin(tokio_stream::StreamExt::map(events, Ok)))
         )
     }
 
     unimplemented_rpcs! {
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
     }
 }

@@ -51,6 +51,9 @@ pub struct Container {
     pub shim_address: String,
     /// The rootfs snapshot key.
     pub snapshot: String,
+    /// The user the process runs as, as resolved at creation (reported in ContainerStatus).
+    #[serde(default)]
+    pub user: Option<crate::oci::user::User>,
 }
 
 impl Container {
