@@ -25,6 +25,26 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub pod: PodConfig,
     pub runtime: RuntimeConfig,
+    pub stream: StreamConfig,
+}
+
+/// The streaming server that Exec, Attach and PortForward hand out URLs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The IP address it listens on.
+    pub address: String,
+    /// Its TCP port; 0 picks a free one at start.
+    pub port: u16,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+        }
+    }
 }
 
 /// How containers run: runtime handlers, each a shim v2 binary driving an OCI runtime.
@@ -123,6 +143,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             pod: PodConfig::default(),
             runtime: RuntimeConfig::default(),
+            stream: StreamConfig::default(),
         }
     }
 }
@@ -214,6 +235,12 @@ impl Config {
         if self.pod.shm_size < 4096 {
             return Err(ConfigError::Invalid("pod.shm_size must be at least 4096 bytes".into()));
         }
+        if self.stream.address.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "stream.address {:?} is not an IP address",
+                self.stream.address
+            )));
+        }
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::Invalid("log_level must not be empty".into()));
         }
@@ -270,6 +297,12 @@ log_writer = "shim"
 shim = "containerd-shim-runc-v2"
 runtime = "runc"
 log_writer = "berthd"
+
+[stream]
+# The streaming server Exec, Attach and PortForward hand out URLs on (kubelet connects to it).
+address = {saddr:?}
+# 0 picks a free port at start.
+port = {sport}
 "#,
             root = d.root.display().to_string(),
             state = d.state.display().to_string(),
@@ -278,6 +311,8 @@ log_writer = "berthd"
             cp = d.registry.config_path.display().to_string(),
             mcd = d.registry.max_concurrent_downloads,
             shm = d.pod.shm_size,
+            saddr = d.stream.address,
+            sport = d.stream.port,
         )
     }
 }

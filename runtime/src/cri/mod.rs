@@ -11,7 +11,9 @@ use crate::shim_client::ShimClient;
 use crate::store::container::{ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
+mod container_attach;
 mod container_create;
+mod container_exec;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -29,6 +31,7 @@ mod image_status;
 mod runtime_config;
 mod runtime_status;
 mod sandbox_list;
+mod sandbox_port_forward;
 mod sandbox_remove;
 mod sandbox_run;
 pub mod sandbox_setup;
@@ -62,6 +65,8 @@ pub struct Cri {
     pub(crate) logs: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<tokio::fs::File>>>>,
     /// The lowest oom_score_adj containers may get on this host.
     pub(crate) oom_floor: i32,
+    /// Streaming URLs handed out and waiting for their clients.
+    pub(crate) stream: crate::streaming::Registry,
 }
 
 impl Cri {
@@ -83,6 +88,7 @@ impl Cri {
             shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             oom_floor: crate::oom::floor(),
+            stream: Default::default(),
         })
     }
 

@@ -1,0 +1,661 @@
+//! CRI streaming for real, as root: Exec, Attach and PortForward URLs driven by the test crate's own
+//! SPDY/3.1 and WebSocket clients (test/src/streaming.rs) against containers in a pod.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_proto::cri::{
+    AttachRequest, Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
+    CreateContainerRequest, ExecRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PortForwardRequest,
+    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+};
+use berth_proto::tonic::Code;
+use berth_test::streaming::{
+    ExecOutput, SpdyClient, SpdyEvent, WsClient, WsMessage, spdy_collect, spdy_exec, spdy_exec_streams, spdy_record,
+    upgrade, ws_channel, ws_exec,
+};
+use berth_test::{Daemon, registry, require_root};
+
+const CGROUP_PARENT: &str = "/berth-test-stream";
+const V4: &str = "v4.channel.k8s.io";
+
+struct Pod {
+    d: Daemon,
+    pod_id: String,
+    pod_cfg: PodSandboxConfig,
+    image: String,
+}
+
+impl Pod {
+    async fn new(name: &str) -> Pod {
+        registry::require().await;
+        let d = Daemon::start().await.unwrap();
+        let image = registry::image("busybox:latest");
+        d.images()
+            .await
+            .unwrap()
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pod_cfg = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: d.dir.path().join("logs").display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: CGROUP_PARENT.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod_id = d
+            .runtime()
+            .await
+            .unwrap()
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod_cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        Pod {
+            d,
+            pod_id,
+            pod_cfg,
+            image,
+        }
+    }
+
+    /// Creates and starts a container running `cmd`; waits until it runs.
+    async fn run(&self, name: &str, cmd: &[&str], adjust: impl FnOnce(&mut ContainerConfig)) -> String {
+        let mut cfg = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            ..Default::default()
+        };
+        adjust(&mut cfg);
+        let mut rt = self.d.runtime().await.unwrap();
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+                config: Some(cfg),
+                sandbox_config: Some(self.pod_cfg.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        let s = rt
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+        id
+    }
+
+    async fn exec_url(&self, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+        self.d
+            .runtime()
+            .await
+            .unwrap()
+            .exec(ExecRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+    }
+
+    async fn port_forward_url(&self) -> String {
+        self.d
+            .runtime()
+            .await
+            .unwrap()
+            .port_forward(PortForwardRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+                port: vec![8080],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+    }
+
+    async fn finish(mut self) {
+        let mut rt = self.d.runtime().await.unwrap();
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: self.pod_id.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: self.pod_id.clone(),
+        })
+        .await
+        .unwrap();
+        self.d.stop().await.unwrap();
+        for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
+        }
+    }
+}
+
+fn assert_exit(out: &ExecOutput, code: i32) {
+    let st = out.status();
+    if code == 0 {
+        assert_eq!(st["status"], "Success", "{st}");
+    } else {
+        assert_eq!(st["status"], "Failure", "{st}");
+        assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+        assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode", "{st}");
+        assert_eq!(st["details"]["causes"][0]["message"], code.to_string(), "{st}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_spdy_and_websocket() {
+    require_root!();
+    let p = Pod::new("exec").await;
+    let id = p.run("sleeper", &["sleep", "3600"], |_| {}).await;
+
+    // SPDY, v4: output, stderr and exit codes in the status.
+    let out = spdy_exec(
+        &p.exec_url(&id, &["echo", "hi"], false, false).await,
+        &[V4],
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.stdout_text(), "hi\n");
+    assert_exit(&out, 0);
+    assert_eq!(out.replies, 3, "error, stdout and stderr streams answered");
+    let cmd = ["sh", "-c", "echo oops >&2; exit 3"];
+    let out = spdy_exec(&p.exec_url(&id, &cmd, false, false).await, &[V4], None, false)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_exit(&out, 3);
+
+    // Older protocols: the error stream carries only a failure's text.
+    let url = p.exec_url(&id, &["sh", "-c", "exit 3"], false, false).await;
+    let out = spdy_exec(&url, &["v3.channel.k8s.io", "v2.channel.k8s.io"], None, false)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.error).contains("exit code"), "{out:?}");
+    let out = spdy_exec(
+        &p.exec_url(&id, &["true"], false, false).await,
+        &["channel.k8s.io"],
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(out.error.is_empty(), "{out:?}");
+
+    // stdin to EOF.
+    let url = p.exec_url(&id, &["cat"], true, false).await;
+    let out = spdy_exec(&url, &[V4], Some(b"line one\nline two\n"), false)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "line one\nline two\n");
+    assert_exit(&out, 0);
+
+    // Interactive stdin: an answer comes back before stdin ends.
+    let url = p
+        .exec_url(
+            &id,
+            &["sh", "-c", "read a; echo got-$a; read b; echo got-$b"],
+            true,
+            false,
+        )
+        .await;
+    let mut c = SpdyClient::connect(&url, &[V4]).await.unwrap();
+    assert_eq!(c.protocol, V4);
+    let s = spdy_exec_streams(&mut c, true, true, true, false).await.unwrap();
+    let stdin = s.stdin.unwrap();
+    c.send(stdin, b"one\n", false).await.unwrap();
+    let mut out = ExecOutput::default();
+    while !out.stdout_text().contains("got-one") {
+        let ev = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("no answer to the first line")
+            .unwrap()
+            .expect("connection closed early");
+        spdy_record(&ev, &s, &mut out);
+    }
+    c.send(stdin, b"two\n", true).await.unwrap();
+    spdy_collect(&mut c, &s, &mut out).await.unwrap();
+    assert_eq!(out.stdout_text(), "got-one\ngot-two\n");
+    assert_exit(&out, 0);
+
+    // WebSocket: v4 binary, v5 with stdin closed through channel 255, base64, and v1.
+    let out = ws_exec(&p.exec_url(&id, &["echo", "hi"], false, false).await, &[V4], None)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "hi\n");
+    assert_exit(&out, 0);
+    let out = ws_exec(
+        &p.exec_url(&id, &["sh", "-c", "exit 3"], false, false).await,
+        &[V4],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_exit(&out, 3);
+    let url = p.exec_url(&id, &["cat"], true, false).await;
+    let out = ws_exec(&url, &["v5.channel.k8s.io", V4], Some(b"via v5\n"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "via v5\n");
+    assert_exit(&out, 0);
+    let url = p.exec_url(&id, &["echo", "b64"], false, false).await;
+    let out = ws_exec(&url, &["v4.base64.channel.k8s.io"], None).await.unwrap();
+    assert_eq!(out.stdout_text(), "b64\n");
+    assert_exit(&out, 0);
+    let url = p.exec_url(&id, &["sh", "-c", "echo e >&2; exit 3"], false, false).await;
+    let out = ws_exec(&url, &["channel.k8s.io"], None).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "e\n");
+    assert!(String::from_utf8_lossy(&out.error).contains("exit code"), "{out:?}");
+
+    // Bad requests fail at the RPC.
+    let mut rt = p.d.runtime().await.unwrap();
+    let err = rt
+        .exec(ExecRequest {
+            container_id: id.clone(),
+            cmd: vec![],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = rt
+        .exec(ExecRequest {
+            container_id: "nope".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    p.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_single_use() {
+    require_root!();
+    let p = Pod::new("tokens").await;
+    let id = p.run("sleeper", &["sleep", "3600"], |_| {}).await;
+    let url = p.exec_url(&id, &["true"], false, false).await;
+    let out = spdy_exec(&url, &[V4], None, false).await.unwrap();
+    assert_exit(&out, 0);
+    // Used once: gone.
+    let err = SpdyClient::connect(&url, &[V4]).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    let err = WsClient::connect(&url, &[V4]).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    // Made up, or of another kind.
+    let base = url.rsplit_once("/exec/").unwrap().0.to_string();
+    let (resp, _) = upgrade(&format!("{base}/exec/0123456789abcdef0123456789abcdef"), &[])
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 404);
+    let url = p.exec_url(&id, &["true"], false, false).await;
+    let token = url.rsplit('/').next().unwrap();
+    let (resp, _) = upgrade(&format!("{base}/attach/{token}"), &[]).await.unwrap();
+    assert_eq!(resp.status, 404);
+    // No protocol both sides speak: 403, naming what the server accepts.
+    let url = p.exec_url(&id, &["true"], false, false).await;
+    let (resp, _) = upgrade(
+        &url,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v9.channel.k8s.io"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 403);
+    assert!(resp.header("x-accepted-stream-protocol-versions").is_some(), "{resp:?}");
+    // Not an upgrade: 400.
+    let url = p.exec_url(&id, &["true"], false, false).await;
+    let (resp, _) = upgrade(&url, &[]).await.unwrap();
+    assert_eq!(resp.status, 400);
+    p.finish().await;
+}
+
+/// PIDs whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+fn exec_dirs(bundle_root: &Path) -> Vec<String> {
+    std::fs::read_dir(bundle_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("exec-"))
+        .collect()
+}
+
+async fn wait_gone(args: &[&str]) {
+    let t0 = Instant::now();
+    while !pids_running(args).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{args:?} still runs after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_kills_the_exec() {
+    require_root!();
+    let p = Pod::new("vanish").await;
+    let id = p.run("sleeper", &["sleep", "3600"], |_| {}).await;
+    let containers = p.d.config.state.join("containers");
+    for (n, ws) in [(987, false), (988, true)] {
+        let secs = n.to_string();
+        let args = ["sleep", secs.as_str()];
+        let url = p.exec_url(&id, &args, true, false).await;
+        if ws {
+            let mut c = WsClient::connect(&url, &[V4]).await.unwrap();
+            // The first (empty) message says the streams are up.
+            let first = c.next().await.unwrap().unwrap();
+            assert_eq!(ws_channel(&first), Some((1, vec![])));
+            wait_running(&args).await;
+            drop(c);
+        } else {
+            let mut c = SpdyClient::connect(&url, &[V4]).await.unwrap();
+            let _s = spdy_exec_streams(&mut c, true, true, true, false).await.unwrap();
+            wait_running(&args).await;
+            drop(c);
+        }
+        wait_gone(&args).await;
+        let t0 = Instant::now();
+        while !exec_dirs(&containers).is_empty() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", exec_dirs(&containers));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    p.finish().await;
+}
+
+async fn wait_running(args: &[&str]) {
+    let t0 = Instant::now();
+    while pids_running(args).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{args:?} never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_to_a_container() {
+    require_root!();
+    let p = Pod::new("attach").await;
+    let id = p
+        .run(
+            "echoer",
+            &[
+                "sh",
+                "-c",
+                "echo started; while read l; do echo got-$l; echo err-$l >&2; done",
+            ],
+            |c| c.stdin = true,
+        )
+        .await;
+    let url =
+        p.d.runtime()
+            .await
+            .unwrap()
+            .attach(AttachRequest {
+                container_id: id.clone(),
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let mut c = SpdyClient::connect(&url, &[V4]).await.unwrap();
+    let s = spdy_exec_streams(&mut c, true, true, true, false).await.unwrap();
+    let stdin = s.stdin.unwrap();
+    let mut out = ExecOutput::default();
+    let mut sent = 0;
+    // Attach shows output from now on: keep sending until the answers come.
+    while !(out.stdout_text().contains("got-b") && String::from_utf8_lossy(&out.stderr).contains("err-b")) {
+        if sent < 2 {
+            c.send(stdin, if sent == 0 { b"a\n" } else { b"b\n" }, false)
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        let ev = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("no output from the attached container")
+            .unwrap()
+            .expect("attach closed early");
+        spdy_record(&ev, &s, &mut out);
+    }
+    assert!(out.stdout_text().contains("got-a\ngot-b\n"), "{out:?}");
+    assert!(!out.stdout_text().contains("started"), "only output after the attach");
+    // Attaching for stdin to a container created without it is refused.
+    let id2 = p.run("plain", &["sleep", "3600"], |_| {}).await;
+    let err =
+        p.d.runtime()
+            .await
+            .unwrap()
+            .attach(AttachRequest {
+                container_id: id2,
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    drop(c);
+    p.finish().await;
+}
+
+/// Waits until something listens on `port` in the container's network namespace.
+async fn wait_listening(p: &Pod, id: &str, port: u16) {
+    let want = format!(":{port:04X} 0");
+    let t0 = Instant::now();
+    loop {
+        let out =
+            p.d.runtime()
+                .await
+                .unwrap()
+                .exec_sync(ExecSyncRequest {
+                    container_id: id.into(),
+                    cmd: vec!["cat".into(), "/proc/net/tcp".into(), "/proc/net/tcp6".into()],
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+        // A listener: local port `port`, state 0A.
+        if String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.contains(&want) && l.split_whitespace().nth(3) == Some("0A"))
+        {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_over_spdy_and_websocket() {
+    require_root!();
+    let p = Pod::new("forward").await;
+    // An echo server on the pod's loopback: each connection gets its own cat.
+    // berthd does not wire CNI yet, so the pod's loopback is down (CNI's loopback plugin brings it
+    // up); the container raises it itself.
+    let cmd = ["sh", "-c", "ip link set lo up && exec nc -ll -p 8080 -e cat"];
+    let id = p
+        .run("echo", &cmd, |c| {
+            c.linux = Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    capabilities: Some(Capability {
+                        add_capabilities: vec!["NET_ADMIN".into()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })
+        .await;
+    wait_listening(&p, &id, 8080).await;
+
+    // SPDY: two connections at once on one session, and a port nobody listens on.
+    let url = p.port_forward_url().await;
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await.unwrap();
+    assert_eq!(c.protocol, "portforward.k8s.io");
+    let mut data = Vec::new();
+    for req in ["0", "1"] {
+        let e = c
+            .open(&[("streamType", "error"), ("port", "8080"), ("requestID", req)], false)
+            .await
+            .unwrap();
+        let d = c
+            .open(&[("streamType", "data"), ("port", "8080"), ("requestID", req)], false)
+            .await
+            .unwrap();
+        data.push((e, d));
+    }
+    let bad_error = c
+        .open(&[("streamType", "error"), ("port", "9"), ("requestID", "2")], false)
+        .await
+        .unwrap();
+    c.open(&[("streamType", "data"), ("port", "9"), ("requestID", "2")], false)
+        .await
+        .unwrap();
+    // The echo server answers each connection on its own; the nc may need a moment to listen.
+    for (i, (_, d)) in data.iter().enumerate() {
+        c.send(*d, format!("hello {i}\n").as_bytes(), true).await.unwrap();
+    }
+    let mut got: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+    let mut fins = 0;
+    let mut bad_error_text = Vec::new();
+    while fins < 2 || bad_error_text.is_empty() {
+        let ev = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("port forward stalled")
+            .unwrap()
+            .expect("port forward closed early");
+        if let SpdyEvent::Data { id, data: bytes, fin } = ev {
+            if id == bad_error {
+                bad_error_text.extend(bytes);
+            } else {
+                got.entry(id).or_default().extend(bytes);
+                if fin && data.iter().any(|(_, d)| *d == id) {
+                    fins += 1;
+                }
+            }
+        }
+    }
+    for (i, (_, d)) in data.iter().enumerate() {
+        assert_eq!(
+            String::from_utf8_lossy(&got[d]),
+            format!("hello {i}\n"),
+            "connection {i}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&bad_error_text).contains("port 9"),
+        "{}",
+        String::from_utf8_lossy(&bad_error_text)
+    );
+    drop(c);
+
+    // WebSocket v4.channel.k8s.io: channels 0 (data) and 1 (error), each starting with the port.
+    let url = p.port_forward_url().await + "?port=8080";
+    let mut ws = WsClient::connect(&url, &[V4]).await.unwrap();
+    assert_eq!(ws.protocol, V4);
+    let mut firsts = Vec::new();
+    while firsts.len() < 2 {
+        let m = ws.next().await.unwrap().unwrap();
+        firsts.push(ws_channel(&m).unwrap());
+    }
+    firsts.sort();
+    assert_eq!(
+        firsts,
+        vec![(0, 8080u16.to_le_bytes().to_vec()), (1, 8080u16.to_le_bytes().to_vec())]
+    );
+    ws.send_channel(0, b"over websocket\n").await.unwrap();
+    let mut echoed = Vec::new();
+    while !echoed.ends_with(b"over websocket\n") {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("no echo over websocket")
+            .unwrap()
+            .expect("websocket closed early");
+        if let Some((0, d)) = ws_channel(&m) {
+            echoed.extend(d);
+        }
+    }
+    ws.close().await.unwrap();
+    while let Ok(Some(m)) = ws.next().await {
+        if m == WsMessage::Close {
+            break;
+        }
+    }
+    p.finish().await;
+}
