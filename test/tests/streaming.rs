@@ -659,3 +659,102 @@ async fn port_forward_over_spdy_and_websocket() {
     }
     p.finish().await;
 }
+
+/// Waits (at most 10 s) until the terminal is 40x100, then prints it.
+const WAIT_FOR_RESIZE: &str = "for i in $(seq 100); do s=$(stty size 2>/dev/null); \
+    if [ \"$s\" = \"40 100\" ]; then echo resized-$s; exit 0; fi; sleep 0.1; done; exit 1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_attach_with_a_tty() {
+    require_root!();
+    let p = Pod::new("tty").await;
+    let id = p.run("sleeper", &["sleep", "3600"], |_| {}).await;
+
+    // Output comes through the terminal: \r\n line ends.
+    let out = spdy_exec(&p.exec_url(&id, &["echo", "hi"], false, true).await, &[V4], None, true)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "hi\r\n");
+    assert_exit(&out, 0);
+    assert_eq!(out.replies, 3, "error, stdout and resize streams answered");
+    let url = p.exec_url(&id, &["sh", "-c", "exit 3"], false, true).await;
+    let out = spdy_exec(&url, &[V4], None, true).await.unwrap();
+    assert_exit(&out, 3);
+
+    // Resize over SPDY.
+    let url = p.exec_url(&id, &["sh", "-c", WAIT_FOR_RESIZE], false, true).await;
+    let mut c = SpdyClient::connect(&url, &[V4]).await.unwrap();
+    let s = spdy_exec_streams(&mut c, false, true, false, true).await.unwrap();
+    c.send(s.resize.unwrap(), br#"{"Width":100,"Height":40}"#, false)
+        .await
+        .unwrap();
+    let mut out = ExecOutput::default();
+    spdy_collect(&mut c, &s, &mut out).await.unwrap();
+    assert_eq!(out.stdout_text(), "resized-40 100\r\n");
+    assert_exit(&out, 0);
+
+    // Resize over WebSocket (channel 4).
+    let url = p.exec_url(&id, &["sh", "-c", WAIT_FOR_RESIZE], false, true).await;
+    let mut ws = WsClient::connect(&url, &[V4]).await.unwrap();
+    ws.send_channel(4, br#"{"Width":100,"Height":40}"#).await.unwrap();
+    let mut out = ExecOutput::default();
+    while let Some(m) = ws.next().await.unwrap() {
+        match ws_channel(&m) {
+            Some((1, d)) => out.stdout.extend(d),
+            Some((3, d)) => out.error.extend(d),
+            _ => {}
+        }
+    }
+    assert_eq!(out.stdout_text(), "resized-40 100\r\n");
+    assert_exit(&out, 0);
+
+    // Interactive: the terminal echoes input, cat repeats it, ^D ends it.
+    let url = p.exec_url(&id, &["cat"], true, true).await;
+    let out = spdy_exec(&url, &[V4], Some(b"abc\n\x04"), true).await.unwrap();
+    assert_eq!(out.stdout_text(), "abc\r\nabc\r\n");
+    assert_exit(&out, 0);
+
+    // Attach to a container that has a terminal: its output comes from the log.
+    let id = p
+        .run("ttyloop", &["sh", "-c", "while read l; do echo got-$l; done"], |c| {
+            c.tty = true;
+            c.stdin = true;
+        })
+        .await;
+    let url =
+        p.d.runtime()
+            .await
+            .unwrap()
+            .attach(AttachRequest {
+                container_id: id.clone(),
+                stdin: true,
+                tty: true,
+                stdout: true,
+                stderr: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let mut c = SpdyClient::connect(&url, &[V4]).await.unwrap();
+    let s = spdy_exec_streams(&mut c, true, true, false, true).await.unwrap();
+    let mut out = ExecOutput::default();
+    let mut sent = 0;
+    while !out.stdout_text().contains("got-y") {
+        if sent < 2 {
+            c.send(s.stdin.unwrap(), if sent == 0 { b"x\n" } else { b"y\n" }, false)
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        let ev = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("no output from the attached terminal")
+            .unwrap()
+            .expect("attach closed early");
+        spdy_record(&ev, &s, &mut out);
+    }
+    assert!(out.stdout_text().contains("got-x"), "{out:?}");
+    drop(c);
+    p.finish().await;
+}
