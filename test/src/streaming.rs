@@ -175,10 +175,9 @@ pub enum SpdyEvent {
 }
 
 /// The client end of a SPDY/3.1 connection.
-#[derive(Debug)]
 pub struct SpdyClient {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    wr: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
     deflate: Compress,
     inflate: Decompress,
     dict: Vec<u8>,
@@ -197,18 +196,27 @@ impl SpdyClient {
         if resp.status != 101 {
             bail!("SPDY upgrade refused: {} {}", resp.status, resp.body);
         }
+        let protocol = resp.header("x-stream-protocol-version").unwrap_or("").to_string();
+        SpdyClient::over(s, protocol)
+    }
+
+    /// A SPDY client on an already upgraded byte stream.
+    pub fn over(
+        s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        protocol: String,
+    ) -> anyhow::Result<SpdyClient> {
         let dict = spdy3_dictionary();
         let mut deflate = Compress::new(Compression::default(), true);
         deflate.set_dictionary(&dict)?;
-        let (rd, wr) = s.into_split();
+        let (rd, wr) = tokio::io::split(s);
         Ok(SpdyClient {
-            rd,
-            wr,
+            rd: Box::new(rd),
+            wr: Box::new(wr),
             deflate,
             inflate: Decompress::new(true),
             dict,
             next_id: 1,
-            protocol: resp.header("x-stream-protocol-version").unwrap_or("").to_string(),
+            protocol,
         })
     }
 
@@ -324,6 +332,12 @@ impl SpdyClient {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+impl std::fmt::Debug for SpdyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpdyClient").field("protocol", &self.protocol).finish()
     }
 }
 
@@ -475,23 +489,7 @@ impl WsClient {
 
     /// Sends one masked frame.
     pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
-        let mut f = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                f.push(0x80 | 126);
-                f.extend((n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend((n as u64).to_be_bytes());
-            }
-        }
-        let mask = rand_bytes::<4>();
-        f.extend(mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.wr.write_all(&f).await?;
-        Ok(())
+        write_frame(&mut self.wr, opcode, payload).await
     }
 
     /// Sends `data` on `channel` in binary framing.
@@ -507,43 +505,95 @@ impl WsClient {
 
     /// The next message, or None at the end of the connection.
     pub async fn next(&mut self) -> anyhow::Result<Option<WsMessage>> {
-        let mut msg = Vec::new();
-        let mut first_op = None;
-        loop {
-            let mut h = [0u8; 2];
-            match self.rd.read_exact(&mut h).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
-                Err(e) => return Err(e.into()),
+        read_message(&mut self.rd).await
+    }
+
+    /// Turns a `v2.portforward.k8s.io` connection into the byte stream it tunnels: binary messages
+    /// in, binary messages out.
+    pub fn tunnel(self) -> tokio::io::DuplexStream {
+        let (mine, theirs) = tokio::io::duplex(64 << 10);
+        let (mut mrd, mut mwr) = tokio::io::split(mine);
+        let (mut rd, mut wr) = (self.rd, self.wr);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = read_message(&mut rd).await {
+                match m {
+                    WsMessage::Binary(b) if mwr.write_all(&b).await.is_err() => break,
+                    WsMessage::Close => break,
+                    _ => {}
+                }
             }
-            if h[1] & 0x80 != 0 {
-                bail!("the server masked a frame");
+            let _ = mwr.shutdown().await;
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 << 10];
+            while let Ok(n) = mrd.read(&mut buf).await {
+                if n == 0 || write_frame(&mut wr, 2, &buf[..n]).await.is_err() {
+                    break;
+                }
             }
-            let len = match h[1] & 0x7f {
-                126 => self.rd.read_u16().await? as usize,
-                127 => self.rd.read_u64().await? as usize,
-                n => n as usize,
-            };
-            let mut p = vec![0u8; len];
-            self.rd.read_exact(&mut p).await?;
-            let op = h[0] & 0x0f;
-            match op {
-                8 => return Ok(Some(WsMessage::Close)),
-                9 => return Ok(Some(WsMessage::Ping(p))),
-                10 => return Ok(Some(WsMessage::Pong(p))),
-                _ => {}
-            }
-            if op != 0 {
-                first_op = Some(op);
-            }
-            msg.extend(p);
-            if h[0] & 0x80 != 0 {
-                return Ok(Some(match first_op {
-                    Some(1) => WsMessage::Text(String::from_utf8(msg)?),
-                    _ => WsMessage::Binary(msg),
-                }));
-            }
+            let _ = write_frame(&mut wr, 8, &1000u16.to_be_bytes()).await;
+        });
+        theirs
+    }
+}
+
+async fn write_frame(wr: &mut OwnedWriteHalf, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend((n as u64).to_be_bytes());
+        }
+    }
+    let mask = rand_bytes::<4>();
+    f.extend(mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    wr.write_all(&f).await?;
+    Ok(())
+}
+
+async fn read_message(rd: &mut OwnedReadHalf) -> anyhow::Result<Option<WsMessage>> {
+    let mut msg = Vec::new();
+    let mut first_op = None;
+    loop {
+        let mut h = [0u8; 2];
+        match rd.read_exact(&mut h).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        if h[1] & 0x80 != 0 {
+            bail!("the server masked a frame");
+        }
+        let len = match h[1] & 0x7f {
+            126 => rd.read_u16().await? as usize,
+            127 => rd.read_u64().await? as usize,
+            n => n as usize,
+        };
+        let mut p = vec![0u8; len];
+        rd.read_exact(&mut p).await?;
+        let op = h[0] & 0x0f;
+        match op {
+            8 => return Ok(Some(WsMessage::Close)),
+            9 => return Ok(Some(WsMessage::Ping(p))),
+            10 => return Ok(Some(WsMessage::Pong(p))),
+            _ => {}
+        }
+        if op != 0 {
+            first_op = Some(op);
+        }
+        msg.extend(p);
+        if h[0] & 0x80 != 0 {
+            return Ok(Some(match first_op {
+                Some(1) => WsMessage::Text(String::from_utf8(msg)?),
+                _ => WsMessage::Binary(msg),
+            }));
         }
     }
 }

@@ -657,6 +657,38 @@ async fn port_forward_over_spdy_and_websocket() {
             break;
         }
     }
+
+    // SPDY tunnelled in binary WebSocket messages (v2.portforward.k8s.io, kubectl's newer transport).
+    let url = p.port_forward_url().await;
+    let ws = WsClient::connect(&url, &["v2.portforward.k8s.io"]).await.unwrap();
+    assert_eq!(ws.protocol, "v2.portforward.k8s.io");
+    let mut c = SpdyClient::over(ws.tunnel(), "portforward.k8s.io".into()).unwrap();
+    c.open(&[("streamType", "error"), ("port", "8080"), ("requestID", "0")], false)
+        .await
+        .unwrap();
+    let d = c
+        .open(&[("streamType", "data"), ("port", "8080"), ("requestID", "0")], false)
+        .await
+        .unwrap();
+    c.send(d, b"tunnelled\n", true).await.unwrap();
+    let mut echoed = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("tunnelled port forward stalled")
+            .unwrap()
+            .expect("tunnel closed early");
+        if let SpdyEvent::Data { id, data, fin } = ev
+            && id == d
+        {
+            echoed.extend(data);
+            if fin {
+                break;
+            }
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&echoed), "tunnelled\n");
+    drop(c);
     p.finish().await;
 }
 
