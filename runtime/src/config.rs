@@ -393,5 +393,11 @@ mod tests {
         let mut c = Config::default();
         c.registry.max_concurrent_downloads = 0;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.stream.address = "localhost".into();
+        assert!(c.validate().is_err(), "the stream address must be an IP");
+        let c = Config::from_toml("[stream]\naddress = \"::1\"\nport = 10010\n").unwrap();
+        assert_eq!((c.stream.address.as_str(), c.stream.port), ("::1", 10010));
+        c.validate().unwrap();
     }
 }

@@ -8,7 +8,8 @@ use berth_proto::cri::{
     AttachRequest, Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ExecRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PortForwardRequest,
-    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use berth_proto::tonic::Code;
 use berth_test::streaming::{
@@ -362,6 +363,21 @@ async fn tokens_are_single_use() {
     let url = p.exec_url(&id, &["true"], false, false).await;
     let (resp, _) = upgrade(&url, &[]).await.unwrap();
     assert_eq!(resp.status, 400);
+    // A container that stopped after the URL was handed out: a clear error on the stream.
+    let url = p.exec_url(&id, &["true"], false, false).await;
+    p.d.runtime()
+        .await
+        .unwrap()
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let out = spdy_exec(&url, &[V4], None, false).await.unwrap();
+    let st = out.status();
+    assert_eq!(st["status"], "Failure", "{st}");
+    assert!(st["message"].as_str().unwrap().contains("not running"), "{st}");
     p.finish().await;
 }
 

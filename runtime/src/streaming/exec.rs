@@ -290,6 +290,12 @@ impl Cri {
         if c.state != State::Running {
             return Err(Error::FailedPrecondition(format!("container {} is not running", c.id)));
         }
+        if (io.stdout.is_some() || io.stderr.is_some()) && c.log_path.as_os_str().is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has no log to attach to",
+                c.id
+            )));
+        }
         if let Some(rx) = io.stdin.take() {
             let fifo = c.bundle.join("stdin");
             if !c.config.stdin || !fifo.exists() {

@@ -127,6 +127,8 @@ pub async fn serve(listener: TcpListener, cri: Arc<Cri>, mut stop: watch::Receiv
                 async move { Ok::<_, Infallible>(route(&cri, req)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
                 .with_upgrades()
                 .await
@@ -590,5 +592,20 @@ mod tests {
         let token = url.rsplit('/').next().unwrap().to_string();
         assert!(r.take("attach", &token).is_none(), "wrong kind");
         assert!(r.take("exec", &token).is_none(), "a wrong-kind try uses it up");
+        // Expired: refused, and pruned by the next URL handed out.
+        let Some(old) = Instant::now().checked_sub(TOKEN_TTL) else {
+            return;
+        };
+        r.pending
+            .lock()
+            .unwrap()
+            .insert("old".into(), (old, Pending::Exec(ExecRequest::default())));
+        assert!(r.take("exec", "old").is_none());
+        r.pending
+            .lock()
+            .unwrap()
+            .insert("old".into(), (old, Pending::Exec(ExecRequest::default())));
+        r.url(Pending::Exec(ExecRequest::default())).unwrap();
+        assert!(!r.pending.lock().unwrap().contains_key("old"));
     }
 }
