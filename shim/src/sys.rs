@@ -120,3 +120,10 @@ pub fn set_window_size(fd: RawFd, width: u16, height: u16) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Registers an owned fd with the tokio reactor; gives the fd back if it cannot be polled (files).
+pub fn async_fd(fd: OwnedFd) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, OwnedFd> {
+    // SAFETY: an `OwnedFd` is a valid open descriptor that nothing else closes, and it always
+    // returns the same raw fd; the `AsyncFd` owns it until it is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().0)
+}

@@ -31,7 +31,16 @@ struct Pod {
 impl Pod {
     async fn new(name: &str) -> Pod {
         registry::require().await;
-        let d = Daemon::start().await.unwrap();
+        // BERTH_SHIM_BIN runs another berth-shim build (e.g. target/shim/berth-shim, to measure it).
+        let d = Daemon::start_with(|c| {
+            if let Some(bin) = std::env::var_os("BERTH_SHIM_BIN")
+                && let Some(h) = c.runtime.handlers.get_mut("runc")
+            {
+                h.shim = bin.to_string_lossy().to_string();
+            }
+        })
+        .await
+        .unwrap();
         let image = registry::image("busybox:latest");
         d.images()
             .await
@@ -523,6 +532,7 @@ async fn attach_to_a_container() {
             .await
             .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    print_shim_rss(&p, "two containers without terminals, an attach reading one");
     drop(c);
     p.finish().await;
 }
@@ -708,6 +718,38 @@ async fn port_forward_over_spdy_and_websocket() {
     p.finish().await;
 }
 
+/// Prints the VmRSS and threads of the pod's berth-shim (a measurement, not a check).
+fn print_shim_rss(p: &Pod, what: &str) {
+    let marker = p.d.dir.path().display().to_string();
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok());
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("berth-shim") && cmdline.contains(&marker) && !cmdline.contains("pod-init") {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(k))
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!(
+                "berth-shim (pid {pid}), {what}: VmRSS {}, threads {}",
+                field("VmRSS:"),
+                field("Threads:")
+            );
+        }
+    }
+}
+
 /// Waits (at most 10 s) until the terminal is 40x100, then prints it.
 const WAIT_FOR_RESIZE: &str = "for i in $(seq 100); do s=$(stty size 2>/dev/null); \
     if [ \"$s\" = \"40 100\" ]; then echo resized-$s; exit 0; fi; sleep 0.1; done; exit 1";
@@ -803,6 +845,8 @@ async fn exec_and_attach_with_a_tty() {
         spdy_record(&ev, &s, &mut out);
     }
     assert!(out.stdout_text().contains("got-x"), "{out:?}");
+    // The pod's shim now serves two containers, one with a terminal that an attach is reading.
+    print_shim_rss(&p, "two containers, one with a terminal and an attach reading it");
     drop(c);
     p.finish().await;
 }

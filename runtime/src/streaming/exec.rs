@@ -296,6 +296,8 @@ impl Cri {
                 c.id
             )));
         }
+        // Output from here on: open the log at its end before any of the client's input goes in.
+        let log = open_at_end(&c.log_path).await;
         if let Some(rx) = io.stdin.take() {
             let fifo = c.bundle.join("stdin");
             if !c.config.stdin || !fifo.exists() {
@@ -320,7 +322,7 @@ impl Cri {
         {
             tokio::spawn(forward_resizes(rx, shim, c.id.clone(), String::new()));
         }
-        let follow = follow_log(c.log_path.clone(), io.stdout.clone(), io.stderr.clone());
+        let follow = follow_log(c.log_path.clone(), log, io.stdout.clone(), io.stderr.clone());
         tokio::pin!(follow);
         let mut gone = io.gone.clone();
         loop {
@@ -340,26 +342,31 @@ impl Cri {
     }
 }
 
-/// Follows a CRI log from its current end, writing entries' content to stdout or stderr. Picks up
-/// a rotated log (a new file at the path). Returns only when the outputs are gone.
-async fn follow_log(path: PathBuf, stdout: Option<Out>, stderr: Option<Out>) {
+/// The log file, positioned at its end, with its inode (to notice rotation).
+async fn open_at_end(path: &Path) -> Option<(tokio::fs::File, u64)> {
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    f.seek(std::io::SeekFrom::End(0)).await.ok()?;
+    let ino = f
+        .metadata()
+        .await
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .ok()?;
+    Some((f, ino))
+}
+
+/// Follows a CRI log from `file` (or from the end of the file at `path`, once there is one),
+/// writing entries' content to stdout or stderr. Picks up a rotated log (a new file at the path).
+/// Returns only when the outputs are gone.
+async fn follow_log(path: PathBuf, mut file: Option<(tokio::fs::File, u64)>, stdout: Option<Out>, stderr: Option<Out>) {
     if stdout.is_none() && stderr.is_none() {
         return std::future::pending().await;
     }
-    let mut file = None::<(tokio::fs::File, u64)>;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 32 << 10];
     loop {
         if file.is_none() {
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                let _ = f.seek(std::io::SeekFrom::End(0)).await;
-                let ino = f
-                    .metadata()
-                    .await
-                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                    .unwrap_or(0);
-                file = Some((f, ino));
-            } else {
+            file = open_at_end(&path).await;
+            if file.is_none() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -1,13 +1,14 @@
 //! Terminals: `runc --console-socket` hands the shim the pty master of a `terminal: true` process over
 //! a unix socket (SCM_RIGHTS). The shim copies the master's output into the process's stdout sink
-//! and the stdin source into the master, on two small threads (blocking I/O; a pty read ends with
+//! and the stdin source into the master, as tasks on its one-threaded runtime (a pty read ends with
 //! EIO once every process holding the slave has exited), and sets the window size on `ResizePty`.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -68,65 +69,94 @@ impl Drop for ConsoleSocket {
     }
 }
 
-/// Starts copying between `master` and the process's stdio; the handle ends with the output.
-pub fn pump(master: &OwnedFd, stdin: OwnedFd, stdout: OwnedFd) -> Result<JoinHandle<()>> {
-    let dup = |fd: &OwnedFd| {
-        fd.try_clone().map_err(|source| Error::Io {
-            context: "duplicating the pty master",
-            path: PathBuf::from("/dev/ptmx"),
-            source,
-        })
+/// Starts copying between `master` and the process's stdio on the shim's runtime (no threads):
+/// returns the output copy, which ends once every process holding the terminal has exited, and the
+/// input copy, which ends at the end of stdin.
+pub fn pump(master: &OwnedFd, stdin: OwnedFd, stdout: OwnedFd) -> Result<(JoinHandle<()>, JoinHandle<()>)> {
+    let io_err = |source: std::io::Error| Error::Io {
+        context: "setting up the copies of the pty master",
+        path: PathBuf::from("/dev/ptmx"),
+        source,
     };
-    let (out_master, in_master) = (dup(master)?, dup(master)?);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(name.into())
-            .stack_size(64 << 10)
-            .spawn(f)
-            .map_err(|source| Error::Io {
-                context: "starting a terminal copy thread for",
-                path: PathBuf::from("/dev/ptmx"),
-                source,
-            })
+    let polled = |fd: &OwnedFd| -> Result<AsyncFd<OwnedFd>> {
+        let fd = nonblocking(fd.try_clone().map_err(io_err)?).map_err(io_err)?;
+        crate::sys::async_fd(fd).map_err(|_| io_err(std::io::Error::other("the pty master cannot be polled")))
     };
-    spawn(
-        "pty-out",
-        Box::new(move || {
-            copy(out_master.as_fd(), stdout.as_fd());
-            let _ = done_tx.send(());
-        }),
-    )?;
-    spawn(
-        "pty-in",
-        Box::new(move || {
-            copy(stdin.as_fd(), in_master.as_fd());
-        }),
-    )?;
-    Ok(tokio::spawn(async move {
-        let _ = done_rx.await;
-    }))
+    let (out_master, in_master) = (polled(master)?, polled(master)?);
+    // Pipes and FIFOs are polled; files and /dev/null cannot be, and never block.
+    let sink = nonblocking(stdout).map_err(io_err)?;
+    let sink = crate::sys::async_fd(sink).map_or_else(Sink::Plain, Sink::Polled);
+    let source = nonblocking(stdin).map_err(io_err)?;
+    let source = crate::sys::async_fd(source).ok();
+    let output = tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = read(&out_master, &mut buf).await {
+            if n == 0 || sink.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let input = tokio::spawn(async move {
+        let Some(source) = source else { return };
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = read(&source, &mut buf).await {
+            if n == 0 || write_all(&in_master, &buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok((output, input))
 }
 
-/// Copies until end of file or an error on either side.
-fn copy(from: std::os::fd::BorrowedFd<'_>, to: std::os::fd::BorrowedFd<'_>) {
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = match nix::unistd::read(from.as_raw_fd(), &mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
-        };
-        let mut off = 0;
-        while off < n {
-            match nix::unistd::write(to, &buf[off..n]) {
-                Ok(w) => off += w,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
+fn nonblocking(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(fd)
+}
+
+/// Where terminal output goes.
+enum Sink {
+    Polled(AsyncFd<OwnedFd>),
+    Plain(OwnedFd),
+}
+
+impl Sink {
+    async fn write_all(&self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Polled(fd) => write_all(fd, buf).await,
+            Sink::Plain(fd) => {
+                let mut off = 0;
+                while off < buf.len() {
+                    off += nix::unistd::write(fd, &buf[off..])?;
+                }
+                Ok(())
             }
         }
     }
+}
+
+/// One read; 0 at end of file. A pty master reads EIO once no process holds the terminal.
+async fn read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut ready = fd.readable().await?;
+        match ready.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), buf).map_err(std::io::Error::from)) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_all(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let mut ready = fd.writable().await?;
+        match ready.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
 }
 
 /// Sets a terminal's window size.

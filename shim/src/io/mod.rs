@@ -119,8 +119,18 @@ pub struct ProcessIo {
     stdin_writer: Option<OwnedFd>,
     copies: Vec<JoinHandle<()>>,
     log: Option<Arc<CriLog>>,
-    /// The pty master of a terminal process.
+    /// The pty master of a terminal process, and the copy of its input.
     console: Option<OwnedFd>,
+    console_input: Option<JoinHandle<()>>,
+}
+
+impl Drop for ProcessIo {
+    fn drop(&mut self) {
+        // The input copy would otherwise wait for the end of a stdin nobody writes any more.
+        if let Some(t) = self.console_input.take() {
+            t.abort();
+        }
+    }
 }
 
 impl ProcessIo {
@@ -209,7 +219,9 @@ impl ProcessIo {
     /// Makes a terminal process's pty `master` its stdio: output to `stdio.stdout`, input from
     /// `stdio.stdin` (stderr is the terminal too).
     pub fn attach_console(&mut self, master: OwnedFd, stdio: runc::Stdio) -> Result<()> {
-        self.copies.push(console::pump(&master, stdio.stdin, stdio.stdout)?);
+        let (output, input) = console::pump(&master, stdio.stdin, stdio.stdout)?;
+        self.copies.push(output);
+        self.console_input = Some(input);
         self.console = Some(master);
         Ok(())
     }
