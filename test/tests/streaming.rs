@@ -651,32 +651,34 @@ async fn port_forward_over_spdy_and_websocket() {
     );
     drop(c);
 
-    // WebSocket v4.channel.k8s.io: channels 0 (data) and 1 (error), each starting with the port.
-    let url = p.port_forward_url().await + "?port=8080";
+    // WebSocket v4.channel.k8s.io: per port, channels 2n (data) and 2n+1 (error), each starting with
+    // the port; port 9 has no listener, which its error channel says.
+    let url = p.port_forward_url().await + "?port=8080&port=9";
     let mut ws = WsClient::connect(&url, &[V4]).await.unwrap();
     assert_eq!(ws.protocol, V4);
     let mut firsts = Vec::new();
-    while firsts.len() < 2 {
+    while firsts.len() < 4 {
         let m = ws.next().await.unwrap().unwrap();
         firsts.push(ws_channel(&m).unwrap());
     }
     firsts.sort();
-    assert_eq!(
-        firsts,
-        vec![(0, 8080u16.to_le_bytes().to_vec()), (1, 8080u16.to_le_bytes().to_vec())]
-    );
+    let le = |p: u16| p.to_le_bytes().to_vec();
+    assert_eq!(firsts, vec![(0, le(8080)), (1, le(8080)), (2, le(9)), (3, le(9))]);
     ws.send_channel(0, b"over websocket\n").await.unwrap();
-    let mut echoed = Vec::new();
-    while !echoed.ends_with(b"over websocket\n") {
+    let (mut echoed, mut port9_error) = (Vec::new(), Vec::new());
+    while !echoed.ends_with(b"over websocket\n") || port9_error.is_empty() {
         let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .expect("no echo over websocket")
             .unwrap()
             .expect("websocket closed early");
-        if let Some((0, d)) = ws_channel(&m) {
-            echoed.extend(d);
+        match ws_channel(&m) {
+            Some((0, d)) => echoed.extend(d),
+            Some((3, d)) => port9_error.extend(d),
+            _ => {}
         }
     }
+    assert!(String::from_utf8_lossy(&port9_error).contains("port 9"));
     ws.close().await.unwrap();
     while let Ok(Some(m)) = ws.next().await {
         if m == WsMessage::Close {

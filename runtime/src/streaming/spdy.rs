@@ -128,6 +128,9 @@ impl Inflater {
         let mut out = Vec::with_capacity(input.len() * 4 + 256);
         let mut pos = 0;
         loop {
+            if out.len() > MAX_FRAME {
+                return Err(err("header block too large".into()));
+            }
             if out.capacity() - out.len() < 256 {
                 out.reserve(4096);
             }
