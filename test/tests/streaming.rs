@@ -30,6 +30,11 @@ struct Pod {
 
 impl Pod {
     async fn new(name: &str) -> Pod {
+        Pod::with_handler(name, "").await
+    }
+
+    /// A pod run by runtime handler `handler` (empty: the default, berth-shim).
+    async fn with_handler(name: &str, handler: &str) -> Pod {
         registry::require().await;
         // BERTH_SHIM_BIN runs another berth-shim build (e.g. target/shim/berth-shim, to measure it).
         let d = Daemon::start_with(|c| {
@@ -75,7 +80,7 @@ impl Pod {
             .unwrap()
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(pod_cfg.clone()),
-                runtime_handler: String::new(),
+                runtime_handler: handler.into(),
             })
             .await
             .unwrap()
@@ -850,5 +855,31 @@ async fn exec_and_attach_with_a_tty() {
     // The pod's shim now serves two containers, one with a terminal that an attach is reading.
     print_shim_rss(&p, "two containers, one with a terminal and an attach reading it");
     drop(c);
+    p.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_through_containerd_shim() {
+    require_root!();
+    let p = Pod::with_handler("ctrd", "runc-containerd").await;
+    let id = p.run("sleeper", &["sleep", "3600"], |_| {}).await;
+    let cmd = ["sh", "-c", "echo out; echo err >&2; exit 3"];
+    let out = spdy_exec(&p.exec_url(&id, &cmd, false, false).await, &[V4], None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.stdout_text().as_str(), out.stderr.as_slice()),
+        ("out\n", &b"err\n"[..])
+    );
+    assert_exit(&out, 3);
+    let url = p.exec_url(&id, &["cat"], true, false).await;
+    let out = spdy_exec(&url, &[V4], Some(b"piped\n"), false).await.unwrap();
+    assert_eq!(out.stdout_text(), "piped\n");
+    assert_exit(&out, 0);
+    let out = spdy_exec(&p.exec_url(&id, &["echo", "hi"], false, true).await, &[V4], None, true)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "hi\r\n");
+    assert_exit(&out, 0);
     p.finish().await;
 }
