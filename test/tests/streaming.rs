@@ -522,6 +522,9 @@ async fn attach_to_a_container() {
     }
     assert!(out.stdout_text().contains("got-a\ngot-b\n"), "{out:?}");
     assert!(!out.stdout_text().contains("started"), "only output after the attach");
+    drop(c);
+    // Detaching leaves stdin open (stdin_once is false): another attach talks to the same process.
+    attach_and_talk(&p, &id, "c").await;
     // Attaching for stdin to a container created without it is refused.
     let id2 = p.run("plain", &["sleep", "3600"], |_| {}).await;
     let err =
@@ -537,8 +540,41 @@ async fn attach_to_a_container() {
             .await
             .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    print_shim_rss(&p, "two containers without terminals, an attach reading one");
-    drop(c);
+    print_shim_rss(&p, "two containers without terminals");
+    // stdin_once: the end of the first attach is the end of the container's stdin.
+    let cmd = ["sh", "-c", "while read l; do echo got-$l; done"];
+    let once = p
+        .run("once", &cmd, |c| {
+            c.stdin = true;
+            c.stdin_once = true;
+        })
+        .await;
+    attach_and_talk(&p, &once, "z").await;
+    let t0 = Instant::now();
+    loop {
+        let st =
+            p.d.runtime()
+                .await
+                .unwrap()
+                .container_status(ContainerStatusRequest {
+                    container_id: once.clone(),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+        if st.state == ContainerState::ContainerExited as i32 {
+            assert_eq!(st.exit_code, 0);
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "stdin_once container still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     p.finish().await;
 }
 
@@ -881,5 +917,64 @@ async fn exec_through_containerd_shim() {
         .unwrap();
     assert_eq!(out.stdout_text(), "hi\r\n");
     assert_exit(&out, 0);
+    p.finish().await;
+}
+
+/// Attaches with stdin, sends `line`, and returns once the container answered `got-<line>`.
+async fn attach_and_talk(p: &Pod, id: &str, line: &str) {
+    let url =
+        p.d.runtime()
+            .await
+            .unwrap()
+            .attach(AttachRequest {
+                container_id: id.into(),
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let mut c = SpdyClient::connect(&url, &[V4]).await.unwrap();
+    let s = spdy_exec_streams(&mut c, true, true, true, false).await.unwrap();
+    c.send(s.stdin.unwrap(), format!("{line}\n").as_bytes(), false)
+        .await
+        .unwrap();
+    let mut out = ExecOutput::default();
+    while !out.stdout_text().contains(&format!("got-{line}")) {
+        let ev = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("no answer from the attached container")
+            .unwrap()
+            .expect("attach closed early");
+        spdy_record(&ev, &s, &mut out);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_through_containerd_shim() {
+    require_root!();
+    let p = Pod::with_handler("ctrda", "runc-containerd").await;
+    let cmd = ["sh", "-c", "while read l; do echo got-$l; done"];
+    let id = p.run("echoer", &cmd, |c| c.stdin = true).await;
+    // A detach leaves stdin open (stdin_once is false): a second attach talks to the same process.
+    attach_and_talk(&p, &id, "a").await;
+    attach_and_talk(&p, &id, "b").await;
+    let st =
+        p.d.runtime()
+            .await
+            .unwrap()
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
     p.finish().await;
 }
