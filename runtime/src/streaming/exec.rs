@@ -59,8 +59,9 @@ pub(crate) async fn run(cri: &Arc<Cri>, pending: Pending, mut io: StreamIo) {
         },
         Pending::PortForward(_) => return,
     };
-    if let Outcome::Failed(e) = &outcome {
-        tracing::info!(error = %e, "exec/attach stream failed");
+    match &outcome {
+        Outcome::Failed(e) => tracing::info!(error = %e, "exec/attach stream failed"),
+        Outcome::Exited(code) => tracing::info!(exit_code = code, "exec/attach stream done"),
     }
     let status = status_message(&outcome, io.status_v4);
     if !status.is_empty() {

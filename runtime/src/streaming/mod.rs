@@ -399,6 +399,7 @@ async fn spdy_session<IO>(cri: Arc<Cri>, pending: Pending, protocol: &'static st
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    tracing::info!(kind = pending.kind(), protocol, transport = "spdy", "streaming session");
     let (session, mut streams) = spdy::start(io);
     match pending {
         Pending::PortForward(req) => portforward::serve_spdy(cri, req, session, streams).await,
@@ -461,6 +462,12 @@ async fn ws_session<IO>(cri: Arc<Cri>, pending: Pending, protocol: &'static str,
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    tracing::info!(
+        kind = pending.kind(),
+        protocol,
+        transport = "websocket",
+        "streaming session"
+    );
     if protocol.contains("portforward") {
         // SPDY inside binary WebSocket messages: tunnel the bytes to a SPDY session.
         let Pending::PortForward(req) = pending else { return };
