@@ -614,7 +614,12 @@ async fn port_forward_over_spdy_and_websocket() {
     // An echo server on the pod's loopback: each connection gets its own cat.
     // berthd does not wire CNI yet, so the pod's loopback is down (CNI's loopback plugin brings it
     // up); the container raises it itself.
-    let cmd = ["sh", "-c", "ip link set lo up && exec nc -ll -p 8080 -e cat"];
+    // Port 8081 runs /bin/cat per connection, so its processes can be told from the others.
+    let cmd = [
+        "sh",
+        "-c",
+        "ip link set lo up && (nc -ll -p 8081 -e /bin/cat &) && exec nc -ll -p 8080 -e cat",
+    ];
     let id = p
         .run("echo", &cmd, |c| {
             c.linux = Some(LinuxContainerConfig {
@@ -630,6 +635,7 @@ async fn port_forward_over_spdy_and_websocket() {
         })
         .await;
     wait_listening(&p, &id, 8080).await;
+    wait_listening(&p, &id, 8081).await;
 
     // SPDY: two connections at once on one session, and a port nobody listens on.
     let url = p.port_forward_url().await;
@@ -726,6 +732,34 @@ async fn port_forward_over_spdy_and_websocket() {
             break;
         }
     }
+
+    // A client that vanishes mid-connection: the pod's end is closed (its /bin/cat sees EOF and exits).
+    let url = p.port_forward_url().await;
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await.unwrap();
+    c.open(&[("streamType", "error"), ("port", "8081"), ("requestID", "0")], false)
+        .await
+        .unwrap();
+    let d = c
+        .open(&[("streamType", "data"), ("port", "8081"), ("requestID", "0")], false)
+        .await
+        .unwrap();
+    c.send(d, b"still open\n", false).await.unwrap();
+    let mut echoed = Vec::new();
+    while !echoed.ends_with(b"still open\n") {
+        let ev = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .expect("no echo on 8081")
+            .unwrap()
+            .expect("closed early");
+        if let SpdyEvent::Data { id, data, .. } = ev
+            && id == d
+        {
+            echoed.extend(data);
+        }
+    }
+    assert_eq!(pids_running(&["/bin/cat"]).len(), 1, "one connection, one cat");
+    drop(c);
+    wait_gone(&["/bin/cat"]).await;
 
     // SPDY tunnelled in binary WebSocket messages (v2.portforward.k8s.io, kubectl's newer transport).
     let url = p.port_forward_url().await;
