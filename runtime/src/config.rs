@@ -27,6 +27,26 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Pod networking: CNI plugin chains or the built-in bridge.
     pub network: berth_cni::NetworkConfig,
+    pub stream: StreamConfig,
+}
+
+/// The streaming server that Exec, Attach and PortForward hand out URLs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The IP address it listens on.
+    pub address: String,
+    /// Its TCP port; 0 picks a free one at start.
+    pub port: u16,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+        }
+    }
 }
 
 /// How containers run: runtime handlers, each a shim v2 binary driving an OCI runtime.
@@ -131,6 +151,7 @@ impl Default for Config {
             pod: PodConfig::default(),
             runtime: RuntimeConfig::default(),
             network: berth_cni::NetworkConfig::default(),
+            stream: StreamConfig::default(),
         }
     }
 }
@@ -226,6 +247,12 @@ impl Config {
             return Err(ConfigError::Invalid("pod.shm_size must be at least 4096 bytes".into()));
         }
         self.network.bridge.validate().map_err(ConfigError::Invalid)?;
+        if self.stream.address.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "stream.address {:?} is not an IP address",
+                self.stream.address
+            )));
+        }
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::Invalid("log_level must not be empty".into()));
         }
@@ -306,6 +333,12 @@ subnet = "{bs}"
 mtu = {mtu}
 # Masquerade pod traffic leaving the subnet (turns on IP forwarding).
 masquerade = {masq}
+
+[stream]
+# The streaming server Exec, Attach and PortForward hand out URLs on (kubelet connects to it).
+address = {saddr:?}
+# 0 picks a free port at start.
+port = {sport}
 "#,
             root = d.root.display().to_string(),
             state = d.state.display().to_string(),
@@ -326,6 +359,8 @@ masquerade = {masq}
             bs = d.network.bridge.subnet,
             mtu = d.network.bridge.mtu,
             masq = d.network.bridge.masquerade,
+            saddr = d.stream.address,
+            sport = d.stream.port,
         )
     }
 }
@@ -406,5 +441,11 @@ mod tests {
         let mut c = Config::default();
         c.registry.max_concurrent_downloads = 0;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.stream.address = "localhost".into();
+        assert!(c.validate().is_err(), "the stream address must be an IP");
+        let c = Config::from_toml("[stream]\naddress = \"::1\"\nport = 10010\n").unwrap();
+        assert_eq!((c.stream.address.as_str(), c.stream.port), ("::1", 10010));
+        c.validate().unwrap();
     }
 }

@@ -12,6 +12,7 @@ mod oom;
 pub mod server;
 pub mod shim_client;
 pub mod store;
+pub mod streaming;
 mod sys;
 
 use std::future::Future;
@@ -40,6 +41,10 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     let listener = server::bind(&socket)
         .await
         .with_context(|| format!("bind {}", socket.display()))?;
+    let stream_listener = streaming::bind(&cri).await.context("bind the streaming server")?;
+    let (stream_stop, stream_stop_rx) = tokio::sync::watch::channel(false);
+    tracing::info!(address = %stream_listener.local_addr().context("streaming address")?, "streaming server listening");
+    tokio::spawn(streaming::serve(stream_listener, cri.clone(), stream_stop_rx));
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving CRI");
     // On shutdown, in-flight requests get a grace period; clients that keep idle connections open
     // (kubelet does) must not hold the daemon up past it.
@@ -62,6 +67,7 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
             }
         }
     };
+    let _ = stream_stop.send(true);
     let _ = std::fs::remove_file(&socket);
     drop(_events);
     let _ = std::fs::remove_file(&events_socket);

@@ -182,6 +182,29 @@ impl ShimClient {
         self.call("Delete", &req, Some(CALL_TIMEOUT)).await
     }
 
+    /// Closes the shim's end of a process's stdin, so it reads end-of-file once the host's end closes.
+    pub async fn close_io(&self, id: &str, exec_id: &str) -> Result<()> {
+        let mut req = api::CloseIORequest::new();
+        req.id = id.into();
+        req.exec_id = exec_id.into();
+        req.stdin = true;
+        self.call::<_, api::Empty>("CloseIO", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets the terminal size of a TTY process.
+    pub async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let mut req = api::ResizePtyRequest::new();
+        req.id = id.into();
+        req.exec_id = exec_id.into();
+        req.width = width;
+        req.height = height;
+        self.call::<_, api::Empty>("ResizePty", &req, Some(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
+    }
+
     /// berth-shim's log rotation: an Update carrying this annotation makes it reopen the CRI log.
     pub async fn reopen_log(&self, id: &str) -> Result<()> {
         let mut req = api::UpdateTaskRequest::new();

@@ -122,7 +122,14 @@ impl Runc {
     }
 
     /// `runc create`: makes the container and its init process (stopped before the user's program).
-    pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: Stdio) -> Result<()> {
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: Stdio,
+        console_socket: Option<&Path>,
+    ) -> Result<()> {
         let mut args = vec![
             "create".into(),
             "--bundle".into(),
@@ -130,6 +137,9 @@ impl Runc {
             "--pid-file".into(),
             pid_file.into(),
         ];
+        if let Some(sock) = console_socket {
+            args.extend(["--console-socket".into(), sock.into()]);
+        }
         if self.config.no_pivot_root {
             args.push("--no-pivot".into());
         }
@@ -146,16 +156,26 @@ impl Runc {
     }
 
     /// `runc exec --detach`: starts the process described by the OCI process JSON in `process_file`.
-    pub async fn exec(&self, id: &str, process_file: &Path, pid_file: &Path, stdio: Stdio) -> Result<()> {
-        let args = vec![
+    pub async fn exec(
+        &self,
+        id: &str,
+        process_file: &Path,
+        pid_file: &Path,
+        stdio: Stdio,
+        console_socket: Option<&Path>,
+    ) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
             "exec".into(),
             "--process".into(),
             process_file.into(),
             "--detach".into(),
             "--pid-file".into(),
             pid_file.into(),
-            id.into(),
         ];
+        if let Some(sock) = console_socket {
+            args.extend(["--console-socket".into(), sock.into()]);
+        }
+        args.push(id.into());
         self.run(args, Some(stdio)).await.map(drop)
     }
 

@@ -81,3 +81,49 @@ pub fn inherited_listener() -> io::Result<UnixListener> {
     )?;
     Ok(UnixListener::from(fd))
 }
+
+/// Receives one fd sent with SCM_RIGHTS on the connected unix socket `sock` (runc's
+/// `--console-socket` protocol: a short message carrying the pty master).
+pub fn receive_fd(sock: RawFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut received = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed `fd` in this process for this message; nothing
+                // else knows it, so taking ownership (and closing extras at drop) is sound.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if received.is_none() {
+                    received = Some(owned);
+                }
+            }
+        }
+    }
+    received.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no fd in the console socket message"))
+}
+
+/// TIOCSWINSZ on a terminal fd.
+pub fn set_window_size(fd: RawFd, width: u16, height: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which points to a live local.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers an owned fd with the tokio reactor; gives the fd back if it cannot be polled (files).
+pub fn async_fd(fd: OwnedFd) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, OwnedFd> {
+    // SAFETY: an `OwnedFd` is a valid open descriptor that nothing else closes, and it always
+    // returns the same raw fd; the `AsyncFd` owns it until it is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().0)
+}

@@ -15,6 +15,7 @@ use tokio::net::UnixStream;
 
 pub mod authproxy;
 pub mod registry;
+pub mod streaming;
 
 /// Fails the test when not root, unless `BERTH_SKIP_ROOT_TESTS=1` asks to skip, in which case it says so.
 #[macro_export]

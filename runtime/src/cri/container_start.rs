@@ -79,6 +79,12 @@ impl Cri {
         create.bundle = c.bundle.display().to_string();
         create.stdout = stdout;
         create.stderr = stderr;
+        if c.config.stdin {
+            // The shim holds a writer on it, so the process sees EOF only at CloseIO (Attach).
+            let fifo = c.bundle.join("stdin");
+            mkfifo(&fifo)?;
+            create.stdin = fifo.display().to_string();
+        }
         create.terminal = c.config.tty;
         create.options = Some(any).into();
         shim.create(&create).await?;

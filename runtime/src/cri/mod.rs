@@ -11,8 +11,10 @@ use crate::shim_client::ShimClient;
 use crate::store::container::{ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
+mod container_attach;
 mod container_create;
 mod container_events;
+mod container_exec;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -33,6 +35,7 @@ mod metrics;
 mod runtime_config;
 mod runtime_status;
 mod sandbox_list;
+mod sandbox_port_forward;
 mod sandbox_remove;
 mod sandbox_run;
 pub mod sandbox_setup;
@@ -77,6 +80,8 @@ pub struct Cri {
     /// Lifecycle events for GetContainerEvents subscribers.
     pub(crate) events: tokio::sync::broadcast::Sender<berth_proto::cri::ContainerEventResponse>,
     events_closing: tokio::sync::watch::Sender<bool>,
+    /// Streaming URLs handed out and waiting for their clients.
+    pub(crate) stream: crate::streaming::Registry,
 }
 
 impl Cri {
@@ -111,6 +116,7 @@ impl Cri {
             cpu_samples: Mutex::new(std::collections::HashMap::new()),
             events: container_events::channel(),
             events_closing: container_events::closing(),
+            stream: Default::default(),
         })
     }
 

@@ -139,6 +139,18 @@ impl RuntimeService for RuntimeAdapter {
         rpc!("ExecSync", DEBUG, self.0.exec_sync(req.into_inner()).await)
     }
 
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        rpc!("Exec", INFO, self.0.exec(req.into_inner()))
+    }
+
+    async fn attach(&self, req: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        rpc!("Attach", INFO, self.0.attach(req.into_inner()))
+    }
+
+    async fn port_forward(&self, req: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
+        rpc!("PortForward", INFO, self.0.port_forward(req.into_inner()))
+    }
+
     async fn reopen_container_log(
         &self,
         req: Request<ReopenContainerLogRequest>,
@@ -244,9 +256,6 @@ impl RuntimeService for RuntimeAdapter {
     }
 
     unimplemented_rpcs! {
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
     }
 }

@@ -13,6 +13,7 @@
 //! host (berthd) is away, only back-pressure once the pipe is full; and a writer on the stdin FIFO, so
 //! the container does not see end-of-file before the host sends `CloseIO`.
 
+pub mod console;
 pub mod crilog;
 
 use std::fs::{File, OpenOptions};
@@ -118,6 +119,18 @@ pub struct ProcessIo {
     stdin_writer: Option<OwnedFd>,
     copies: Vec<JoinHandle<()>>,
     log: Option<Arc<CriLog>>,
+    /// The pty master of a terminal process, and the copy of its input.
+    console: Option<OwnedFd>,
+    console_input: Option<JoinHandle<()>>,
+}
+
+impl Drop for ProcessIo {
+    fn drop(&mut self) {
+        // The input copy would otherwise wait for the end of a stdin nobody writes any more.
+        if let Some(t) = self.console_input.take() {
+            t.abort();
+        }
+    }
 }
 
 impl ProcessIo {
@@ -191,6 +204,33 @@ impl ProcessIo {
                 self.copies.push(tokio::spawn(crilog::copy(reader, stream, log)));
                 Ok(writer)
             }
+        }
+    }
+
+    /// stdio for runc when the process gets a terminal instead (runc ignores it then).
+    pub fn null_stdio() -> Result<runc::Stdio> {
+        Ok(runc::Stdio {
+            stdin: open_path(Path::new("/dev/null"), OFlag::O_RDONLY)?,
+            stdout: open_path(Path::new("/dev/null"), OFlag::O_WRONLY)?,
+            stderr: open_path(Path::new("/dev/null"), OFlag::O_WRONLY)?,
+        })
+    }
+
+    /// Makes a terminal process's pty `master` its stdio: output to `stdio.stdout`, input from
+    /// `stdio.stdin` (stderr is the terminal too).
+    pub fn attach_console(&mut self, master: OwnedFd, stdio: runc::Stdio) -> Result<()> {
+        let (output, input) = console::pump(&master, stdio.stdin, stdio.stdout)?;
+        self.copies.push(output);
+        self.console_input = Some(input);
+        self.console = Some(master);
+        Ok(())
+    }
+
+    /// Sets the window size of the process's terminal.
+    pub fn resize(&self, width: u16, height: u16) -> Result<()> {
+        match &self.console {
+            Some(m) => console::resize(m, width, height),
+            None => Err(Error::FailedPrecondition("the process has no terminal".into())),
         }
     }
 

@@ -90,8 +90,9 @@ impl Task for TaskService {
         status("Exec", &id, false, self.shim.exec(req).await).map(|()| api::Empty::new())
     }
 
-    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> ttrpc::Result<api::Empty> {
-        unimplemented("ResizePty (no TTY support yet)")
+    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<api::Empty> {
+        let id = req.id.clone();
+        status("ResizePty", &id, false, self.shim.resize_pty(req).await).map(|()| api::Empty::new())
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<api::Empty> {

@@ -179,11 +179,6 @@ impl Shim {
 
     pub async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         check_id("container id", &req.id)?;
-        if req.terminal {
-            return Err(Error::Unimplemented(
-                "terminal=true: berth-shim does not support TTYs yet".into(),
-            ));
-        }
         if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
             return Err(Error::Unimplemented("berth-shim does not restore checkpoints".into()));
         }
@@ -226,7 +221,7 @@ impl Shim {
             stderr: req.stderr.clone(),
         };
         let runc = Runc::new(config, &bundle, self.reaper.clone());
-        let started = self.create_init(&req.id, &bundle, &runc, &stdio).await;
+        let started = self.create_init(&req.id, &bundle, &runc, &stdio, req.terminal).await;
         let (pid, io, exit_rx) = match started {
             Ok(v) => v,
             Err(e) => {
@@ -291,15 +286,21 @@ impl Shim {
         bundle: &Path,
         runc: &Runc,
         stdio: &StdioPaths,
+        terminal: bool,
     ) -> Result<(u32, ProcessIo, tokio::sync::oneshot::Receiver<Exit>)> {
-        let (fds, io) = ProcessIo::open(stdio)?;
         let pid_file = bundle.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
         let since = Instant::now();
-        let created = runc.create(id, bundle, &pid_file, fds).await;
-        let pid = created.map_err(Error::from).and_then(|()| read_pid(&pid_file));
+        let pid_path = pid_file.as_path();
+        let created = run_with_stdio(stdio, terminal, |fds, console| async move {
+            runc.create(id, bundle, pid_path, fds, console.as_deref())
+                .await
+                .map_err(Error::from)
+        })
+        .await;
+        let pid = created.and_then(|io| read_pid(&pid_file).map(|pid| (pid, io)));
         match pid {
-            Ok(pid) => {
+            Ok((pid, io)) => {
                 let exit = self.reaper.subscribe(pid as i32, since);
                 Ok((pid, io, exit))
             }
@@ -381,11 +382,19 @@ impl Shim {
             path: spec_file.clone(),
             source,
         })?;
+        let terminal =
+            serde_json::from_slice::<serde_json::Value>(spec).is_ok_and(|v| v["terminal"].as_bool() == Some(true));
+        let (spec_path, pid_path) = (spec_file.as_path(), pid_file.as_path());
         let result = async {
-            let (fds, io) = ProcessIo::open(stdio)?;
             let since = Instant::now();
-            c.runc.exec(&c.id, &spec_file, &pid_file, fds).await?;
-            let pid = read_pid(&pid_file)?;
+            let io = run_with_stdio(stdio, terminal, |fds, console| async move {
+                c.runc
+                    .exec(&c.id, spec_path, pid_path, fds, console.as_deref())
+                    .await
+                    .map_err(Error::from)
+            })
+            .await?;
+            let pid = read_pid(pid_path)?;
             Ok((pid, io, self.reaper.subscribe(pid as i32, since)))
         }
         .await;
@@ -396,11 +405,6 @@ impl Shim {
 
     pub async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
         check_id("exec id", &req.exec_id)?;
-        if req.terminal {
-            return Err(Error::Unimplemented(
-                "terminal=true: berth-shim does not support TTYs yet".into(),
-            ));
-        }
         let c = self.container(&req.id)?;
         let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
         if !serde_json::from_slice::<serde_json::Value>(&spec).is_ok_and(|v| v.is_object()) {
@@ -559,6 +563,17 @@ impl Shim {
         })
     }
 
+    /// Sets the window size of a terminal process.
+    pub async fn resize_pty(&self, req: api::ResizePtyRequest) -> Result<()> {
+        let p = self.container(&req.id)?.process(&req.exec_id)?;
+        let (w, h) = (
+            req.width.min(u16::MAX.into()) as u16,
+            req.height.min(u16::MAX.into()) as u16,
+        );
+        p.with_io(|io| io.resize(w, h))
+            .unwrap_or_else(|| Err(Error::FailedPrecondition("the process has exited".into())))
+    }
+
     pub async fn close_io(&self, req: api::CloseIORequest) -> Result<()> {
         let p = self.container(&req.id)?.process(&req.exec_id)?;
         if req.stdin {
@@ -650,6 +665,25 @@ fn publish_exit(publisher: &Publisher, p: &Process, exit: Exit) {
         exited_at: MessageField::some(timestamp(exit.at)),
         ..Default::default()
     });
+}
+
+/// Runs `run` (a `runc create` or `exec`) with the process's stdio; for a terminal process, with
+/// a console socket instead, whose pty master then carries the process's stdio.
+async fn run_with_stdio<F, Fut>(stdio: &StdioPaths, terminal: bool, run: F) -> Result<ProcessIo>
+where
+    F: FnOnce(crate::runc::Stdio, Option<PathBuf>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (fds, mut io) = ProcessIo::open(stdio)?;
+    if !terminal {
+        run(fds, None).await?;
+        return Ok(io);
+    }
+    let console = crate::io::console::ConsoleSocket::new()?;
+    run(ProcessIo::null_stdio()?, Some(console.path().to_path_buf())).await?;
+    let master = console.receive().await?;
+    io.attach_console(master, fds)?;
+    Ok(io)
 }
 
 #[cfg(test)]

@@ -1,0 +1,457 @@
+//! Exec and Attach on streams that SPDY or WebSocket set up.
+//!
+//! Exec runs a new process through the container's shim with FIFOs in a directory of the bundle:
+//! `stdin` (the shim holds a writer too, until berthd sends CloseIO at the client's end of stdin),
+//! `stdout`, `stderr`. A TTY exec gets one output FIFO (the terminal) and resize messages become
+//! ResizePty. Should the client vanish, the process is killed, and the FIFOs and the exec record go.
+//!
+//! Attach follows the container's CRI log from its current end (decoding `F`/`P` entries back to
+//! the raw stdout and stderr bytes) until the container exits, and writes stdin into the stdin FIFO
+//! the shim was given for a container created with `stdin = true`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::cri::{AttachRequest, ExecRequest};
+use berth_proto::shim::api;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::sync::{mpsc, watch};
+
+use super::{Out, Pending, until};
+use crate::cri::Cri;
+use crate::error::{Error, Result};
+use crate::shim_client::ShimClient;
+use crate::store::container::State;
+
+/// How long output may keep coming after the process exited (children holding its stdout).
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// The streams of one exec or attach session.
+#[derive(Debug)]
+pub(crate) struct StreamIo {
+    pub stdout: Option<Out>,
+    pub stderr: Option<Out>,
+    pub error: Out,
+    /// v4 and later: the error stream carries a metav1.Status JSON; before, only an error's text.
+    pub status_v4: bool,
+    pub stdin: Option<mpsc::Receiver<Vec<u8>>>,
+    pub resize: Option<mpsc::Receiver<Vec<u8>>>,
+    pub gone: watch::Receiver<bool>,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum Outcome {
+    Exited(i32),
+    Failed(Error),
+}
+
+pub(crate) async fn run(cri: &Arc<Cri>, pending: Pending, mut io: StreamIo) {
+    let outcome = match pending {
+        Pending::Exec(req) => match cri.stream_exec(&req, &mut io).await {
+            Ok(code) => Outcome::Exited(code),
+            Err(e) => Outcome::Failed(e),
+        },
+        Pending::Attach(req) => match cri.stream_attach(&req, &mut io).await {
+            Ok(()) => Outcome::Exited(0),
+            Err(e) => Outcome::Failed(e),
+        },
+        Pending::PortForward(_) => return,
+    };
+    match &outcome {
+        Outcome::Failed(e) => tracing::info!(error = %e, "exec/attach stream failed"),
+        Outcome::Exited(code) => tracing::info!(exit_code = code, "exec/attach stream done"),
+    }
+    let status = status_message(&outcome, io.status_v4);
+    if !status.is_empty() {
+        io.error.write(&status).await;
+    }
+    for out in [&io.stdout, &io.stderr].into_iter().flatten() {
+        out.fin().await;
+    }
+    io.error.fin().await;
+}
+
+/// What the error stream carries at the end: v4 a metav1.Status as kubelet writes it, before v4 the
+/// error's text (nothing on success).
+fn status_message(outcome: &Outcome, v4: bool) -> Vec<u8> {
+    let doc = match outcome {
+        Outcome::Exited(0) => serde_json::json!({"metadata": {}, "status": "Success"}),
+        Outcome::Exited(code) => serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: exit status {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        }),
+        Outcome::Failed(e) => serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("Internal error occurred: error executing command in container: {e}"),
+            "reason": "InternalError",
+            "details": {"causes": [{"message": format!("error executing command in container: {e}")}]},
+            "code": 500,
+        }),
+    };
+    if v4 {
+        return serde_json::to_vec(&doc).unwrap_or_default();
+    }
+    match outcome {
+        Outcome::Exited(0) => Vec::new(),
+        _ => doc["message"].as_str().unwrap_or_default().as_bytes().to_vec(),
+    }
+}
+
+/// A terminal size message from the resize stream.
+#[derive(Debug, serde::Deserialize)]
+struct Size {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+/// Forwards resize messages (JSON objects, back to back) to the shim until the stream ends.
+async fn forward_resizes(mut rx: mpsc::Receiver<Vec<u8>>, shim: ShimClient, id: String, exec_id: String) {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        buf.extend(chunk);
+        let mut used = 0;
+        let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<Size>();
+        loop {
+            match it.next() {
+                Some(Ok(s)) => {
+                    used = it.byte_offset();
+                    if let Err(e) = shim.resize_pty(&id, &exec_id, s.width.into(), s.height.into()).await {
+                        tracing::debug!(error = %e, "ResizePty");
+                    }
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(_)) => {
+                    // Not a size: drop what is buffered and go on.
+                    used = buf.len();
+                    break;
+                }
+                None => break,
+            }
+        }
+        buf.drain(..used);
+    }
+}
+
+/// Copies a FIFO to an output stream until every writer closed it.
+async fn copy_out(fifo: PathBuf, out: Out) {
+    let Ok(mut rx) = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&fifo) else {
+        return;
+    };
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if !out.write(&buf[..n]).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Copies the client's stdin into a FIFO; returns at the end of the client's stdin.
+async fn copy_in(mut rx: mpsc::Receiver<Vec<u8>>, fifo: &Path) -> Result<()> {
+    let mut tx = tokio::net::unix::pipe::OpenOptions::new()
+        .open_sender(fifo)
+        .map_err(Error::io(format!("open {}", fifo.display())))?;
+    while let Some(data) = rx.recv().await {
+        if tx.write_all(&data).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn mkfifo(p: &Path) -> Result<()> {
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::Internal(format!("mkfifo {}: {e}", p.display())))
+}
+
+impl Cri {
+    /// Runs `req.cmd` in the container with the session's streams; returns its exit code.
+    async fn stream_exec(self: &Arc<Self>, req: &ExecRequest, io: &mut StreamIo) -> Result<i32> {
+        let c = self.container(&req.container_id)?;
+        if c.state != State::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", c.id)));
+        }
+        let shim = self.shim(&c.shim_address, &c.id).await?;
+        let exec_id = format!("exec-{}", &crate::store::new_id()?[..16]);
+        let dir = c.bundle.join(&exec_id);
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let res = self
+            .exec_streams(&shim, &c.bundle, &c.id, &exec_id, &dir, req, io)
+            .await;
+        let _ = shim.delete_exec(&c.id, &exec_id).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_streams(
+        &self,
+        shim: &ShimClient,
+        bundle: &Path,
+        id: &str,
+        exec_id: &str,
+        dir: &Path,
+        req: &ExecRequest,
+        io: &mut StreamIo,
+    ) -> Result<i32> {
+        let spec_text = std::fs::read(bundle.join("config.json")).map_err(Error::io("read config.json"))?;
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&spec_text).map_err(|e| Error::Internal(format!("config.json: {e}")))?;
+        let mut process = spec["process"].take();
+        process["args"] = serde_json::json!(req.cmd);
+        process["terminal"] = serde_json::json!(req.tty);
+        if req.tty
+            && let Some(env) = process["env"].as_array_mut()
+            && !env.iter().any(|v| v.as_str().is_some_and(|s| s.starts_with("TERM=")))
+        {
+            env.push(serde_json::json!("TERM=xterm"));
+        }
+        let mut exec = api::ExecProcessRequest::new();
+        exec.id = id.into();
+        exec.exec_id = exec_id.into();
+        exec.terminal = req.tty;
+        let mut copies = Vec::new();
+        for (name, out) in [("stdout", io.stdout.clone()), ("stderr", io.stderr.clone())] {
+            let Some(out) = out else { continue };
+            let fifo = dir.join(name);
+            mkfifo(&fifo)?;
+            copies.push(tokio::spawn(copy_out(fifo.clone(), out)));
+            let path = fifo.display().to_string();
+            if name == "stdout" {
+                exec.stdout = path;
+            } else {
+                exec.stderr = path;
+            }
+        }
+        let stdin_fifo = dir.join("stdin");
+        if io.stdin.is_some() {
+            mkfifo(&stdin_fifo)?;
+            exec.stdin = stdin_fifo.display().to_string();
+        }
+        let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        any.value = serde_json::to_vec(&process).map_err(|e| Error::Internal(format!("encode exec spec: {e}")))?;
+        exec.spec = Some(any).into();
+        shim.exec(&exec).await?;
+        // The shim opens the FIFOs (and holds a stdin writer of its own) at Start.
+        shim.start(id, exec_id).await?;
+        if let Some(rx) = io.stdin.take() {
+            let (shim, id, exec_id, fifo) = (shim.clone(), id.to_string(), exec_id.to_string(), stdin_fifo);
+            tokio::spawn(async move {
+                match copy_in(rx, &fifo).await {
+                    Ok(()) => {
+                        let _ = shim.close_io(&id, &exec_id).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "exec stdin"),
+                }
+            });
+        }
+        if let Some(rx) = io.resize.take() {
+            tokio::spawn(forward_resizes(rx, shim.clone(), id.to_string(), exec_id.to_string()));
+        }
+        let mut gone = io.gone.clone();
+        let waited = tokio::select! {
+            w = shim.wait(id, exec_id) => w?,
+            _ = until(&mut gone) => {
+                tracing::info!(id, exec_id, "exec client went away: killing the process");
+                let _ = shim.kill_exec(id, exec_id, 9).await;
+                let w = shim.wait(id, exec_id).await?;
+                for c in &copies {
+                    c.abort();
+                }
+                return Ok(w.exit_status as i32);
+            }
+        };
+        let drain = async {
+            for c in copies {
+                let _ = c.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_LIMIT, drain).await.is_err() {
+            tracing::info!(id, exec_id, "exec output still open after the process exited");
+        }
+        Ok(waited.exit_status as i32)
+    }
+
+    /// Streams the container's output (from its CRI log) and stdin until it exits or the client goes.
+    async fn stream_attach(self: &Arc<Self>, req: &AttachRequest, io: &mut StreamIo) -> Result<()> {
+        let c = self.container(&req.container_id)?;
+        if c.state != State::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", c.id)));
+        }
+        if (io.stdout.is_some() || io.stderr.is_some()) && c.log_path.as_os_str().is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has no log to attach to",
+                c.id
+            )));
+        }
+        // Output from here on: open the log at its end before any of the client's input goes in.
+        let log = open_at_end(&c.log_path).await;
+        if let Some(rx) = io.stdin.take() {
+            let fifo = c.bundle.join("stdin");
+            if !c.config.stdin || !fifo.exists() {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} was not created with stdin",
+                    c.id
+                )));
+            }
+            let (this, id, once) = (self.clone(), c.id.clone(), c.config.stdin_once);
+            let shim_address = c.shim_address.clone();
+            tokio::spawn(async move {
+                if copy_in(rx, &fifo).await.is_ok()
+                    && once
+                    && let Ok(shim) = this.shim(&shim_address, &id).await
+                {
+                    let _ = shim.close_io(&id, "").await;
+                }
+            });
+        }
+        if let Some(rx) = io.resize.take()
+            && let Ok(shim) = self.shim(&c.shim_address, &c.id).await
+        {
+            tokio::spawn(forward_resizes(rx, shim, c.id.clone(), String::new()));
+        }
+        let follow = follow_log(c.log_path.clone(), log, io.stdout.clone(), io.stderr.clone());
+        tokio::pin!(follow);
+        let mut gone = io.gone.clone();
+        loop {
+            tokio::select! {
+                _ = &mut follow => return Ok(()),
+                _ = until(&mut gone) => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if self.container(&c.id).map(|c| c.state != State::Running).unwrap_or(true) {
+                        // Let the last lines of the log through.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let _ = tokio::time::timeout(Duration::from_millis(10), &mut follow).await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The log file, positioned at its end, with its inode (to notice rotation).
+async fn open_at_end(path: &Path) -> Option<(tokio::fs::File, u64)> {
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    f.seek(std::io::SeekFrom::End(0)).await.ok()?;
+    let ino = f
+        .metadata()
+        .await
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .ok()?;
+    Some((f, ino))
+}
+
+/// Follows a CRI log from `file` (or from the end of the file at `path`, once there is one),
+/// writing entries' content to stdout or stderr. Picks up a rotated log (a new file at the path).
+/// Returns only when the outputs are gone.
+async fn follow_log(path: PathBuf, mut file: Option<(tokio::fs::File, u64)>, stdout: Option<Out>, stderr: Option<Out>) {
+    if stdout.is_none() && stderr.is_none() {
+        return std::future::pending().await;
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        if file.is_none() {
+            file = open_at_end(&path).await;
+            if file.is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        let Some((f, ino)) = file.as_mut() else { continue };
+        let n = f.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            // At the end: a rotation leaves a new file at the path.
+            let rotated = tokio::fs::metadata(&path)
+                .await
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m) != *ino)
+                .unwrap_or(false);
+            if rotated {
+                if let Ok(f) = tokio::fs::File::open(&path).await {
+                    let ino = f
+                        .metadata()
+                        .await
+                        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                        .unwrap_or(0);
+                    file = Some((f, ino));
+                }
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        pending.extend(&buf[..n]);
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let Some((stream, content)) = decode_entry(&line[..line.len() - 1]) else {
+                continue;
+            };
+            let out = if stream == "stderr" { &stderr } else { &stdout };
+            if let Some(out) = out
+                && !out.write(&content).await
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// `<time> <stream> <F|P> <content>` → (stream, content with the newline an `F` entry implies).
+fn decode_entry(line: &[u8]) -> Option<(&str, Vec<u8>)> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let _time = parts.next()?;
+    let stream = std::str::from_utf8(parts.next()?).ok()?;
+    let tag = parts.next()?;
+    let content = parts.next().unwrap_or_default();
+    let mut out = content.to_vec();
+    if tag.first() == Some(&b'F') {
+        out.push(b'\n');
+    }
+    Some((stream, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let v: serde_json::Value = serde_json::from_slice(&status_message(&Outcome::Exited(3), true)).unwrap();
+        assert_eq!(v["status"], "Failure");
+        assert_eq!(v["reason"], "NonZeroExitCode");
+        assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(v["details"]["causes"][0]["message"], "3");
+        let v: serde_json::Value = serde_json::from_slice(&status_message(&Outcome::Exited(0), true)).unwrap();
+        assert_eq!(v["status"], "Success");
+        assert!(status_message(&Outcome::Exited(0), false).is_empty());
+        let m = status_message(&Outcome::Failed(Error::NotFound("container x".into())), false);
+        assert!(String::from_utf8(m).unwrap().contains("container x"));
+    }
+
+    #[test]
+    fn log_entries_decode_to_raw_output() {
+        assert_eq!(
+            decode_entry(b"2024-01-01T00:00:00.000000000Z stdout F hi there"),
+            Some(("stdout", b"hi there\n".to_vec()))
+        );
+        assert_eq!(
+            decode_entry(b"2024-01-01T00:00:00.000000000Z stderr P part"),
+            Some(("stderr", b"part".to_vec()))
+        );
+        assert_eq!(decode_entry(b"garbage"), None);
+    }
+}
