@@ -54,6 +54,7 @@ impl Cri {
         mkfifo(&shim_log)?;
         self.drain_shim_log(c);
 
+        let t0 = std::time::Instant::now();
         let (stdout, stderr) = self.task_stdio(c, handler.log_writer).await?;
         let address = shim_client::launch(&shim_bin, &c.bundle, &c.id, &self.events_socket()).await?;
         // Remember the shim at once, so removal reaches it even if the task never starts.
@@ -65,6 +66,7 @@ impl Cri {
             }
         }
         let shim = self.shim(&address, &c.id).await?;
+        let launched = t0.elapsed();
 
         let mut opts = berth_proto::shim::shim::oci::Options::new();
         opts.binary_name = handler.runtime.clone();
@@ -88,8 +90,10 @@ impl Cri {
         create.terminal = c.config.tty;
         create.options = Some(any).into();
         shim.create(&create).await?;
+        let created = t0.elapsed();
         let start_time = now_ns();
         let started = shim.start(&c.id, "").await?;
+        let task_started = t0.elapsed();
 
         let pod_status = self.pod_status_for_event(&c.sandbox_id);
         let rec = {
@@ -129,6 +133,14 @@ impl Cri {
         };
         self.watch_exit(&rec, shim);
         tracing::info!(id = %c.id, pid = started.pid, "container started");
+        tracing::debug!(
+            id = %c.id,
+            shim_us = launched.as_micros() as u64,
+            create_us = (created - launched).as_micros() as u64,
+            start_us = (task_started - created).as_micros() as u64,
+            total_us = t0.elapsed().as_micros() as u64,
+            "start timings"
+        );
         Ok(())
     }
 

@@ -27,8 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use berth_proto::cri::SecurityProfile;
 use berth_proto::cri::image_service_client::ImageServiceClient;
 use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+use berth_proto::cri::security_profile::ProfileType;
 use berth_proto::cri::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, CreateContainerRequest, DnsConfig, ImageSpec,
     KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
@@ -1352,6 +1354,12 @@ fn container_config(o: &PodsOpts, pod: &PodSandboxConfig) -> ContainerConfig {
                     network: NamespaceMode::Pod as i32,
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                // What kubelet sends for a pod that names no profile (its SeccompDefault is off by
+                // default): an explicit Unconfined, so both runtimes get the same request.
+                seccomp: Some(SecurityProfile {
+                    profile_type: ProfileType::Unconfined as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
