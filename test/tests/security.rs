@@ -236,14 +236,26 @@ async fn seccomp_profiles() {
     assert_eq!(field(&out, "Seccomp"), "2", "{out}");
     assert_eq!(field(&out, "mkdir="), "1", "{out}");
 
-    // A missing file: InvalidArgument, and nothing left.
-    let before = berth_test::count_entries(&p.d.config.state.join("containers"));
+    // A missing file: InvalidArgument, and nothing left: no bundle, snapshot or record.
+    let bundles = p.d.config.state.join("containers");
+    let snapshots = p.d.image_root().join("overlay/snapshots");
+    let records = p.d.config.root.join("containers");
+    let before = [&bundles, &snapshots, &records].map(|d| berth_test::count_entries(d));
+    let mounts = berth_test::mounts_under(&bundles).len();
     let mut c = container("missing", &p.image, probe);
     sec(&mut c).seccomp = profile(ProfileType::Localhost, "/no/such/profile.json");
     let err = p.create(c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("/no/such/profile.json"), "{err:?}");
-    assert_eq!(berth_test::count_entries(&p.d.config.state.join("containers")), before);
+    assert_eq!(
+        [&bundles, &snapshots, &records].map(|d| berth_test::count_entries(d)),
+        before
+    );
+    assert_eq!(
+        berth_test::mounts_under(&bundles).len(),
+        mounts,
+        "no rootfs left mounted"
+    );
     // The name is free again.
     let ok = p.create(container("missing", &p.image, "true")).await.unwrap();
     p.d.runtime()
