@@ -94,7 +94,8 @@ fn security(
     } else {
         caps(DEFAULT_CAPS.iter().map(|s| s.to_string()))?
     };
-    if let Some(c) = &sec.capabilities {
+    // A privileged container gets every capability, whatever add/drop say (as containerd).
+    if let Some(c) = sec.capabilities.as_ref().filter(|_| !sec.privileged) {
         if c.drop_capabilities.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
             cap_set.clear();
         } else {
