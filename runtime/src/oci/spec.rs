@@ -135,7 +135,7 @@ fn security(
         &sec.apparmor_profile,
         sec.privileged,
         super::apparmor::host_supports(),
-        "",
+        super::apparmor::DEFAULT_PROFILES,
     )?;
     Ok((cap_set, seccomp, apparmor))
 }
