@@ -165,3 +165,37 @@ pub fn read(path: &str, controller: &str, name: &str) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_files() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |n: &str, v: &str| std::fs::write(d.path().join(n), v).unwrap();
+        w("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n");
+        w("memory.current", "10485760\n");
+        w("memory.max", "max\n");
+        w(
+            "memory.stat",
+            "anon 4096000\nfile 6000000\ninactive_file 2097152\npgfault 42\npgmajfault 3\n",
+        );
+        w("pids.current", "4\n");
+        let u = usage_v2(d.path()).unwrap();
+        assert_eq!(u.cpu_ns, Some(1_500_000));
+        assert_eq!(u.working_set(), Some(10485760 - 2097152));
+        assert_eq!(
+            (u.rss, u.page_faults, u.major_page_faults, u.pids),
+            (Some(4096000), Some(42), Some(3), Some(4))
+        );
+        assert_eq!(u.memory_limit, None, "max is no limit");
+        assert_eq!(u.available(), None);
+        w("memory.max", "16777216\n");
+        assert_eq!(
+            usage_v2(d.path()).unwrap().available(),
+            Some(16777216 - (10485760 - 2097152))
+        );
+        assert!(usage_v2(&d.path().join("gone")).is_none());
+    }
+}

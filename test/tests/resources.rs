@@ -389,3 +389,80 @@ async fn update_through_containerd_shim() {
     assert_eq!(memory_limit(&id), (96u64 << 20).to_string());
     p.finish().await;
 }
+
+/// An update before the start lands in the spec the container starts with; cpuset and
+/// oom_score_adj reach the cgroup and the process (a negative score is raised to this host's floor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_before_start_cpuset_and_oom_score() {
+    require_root!();
+    registry::require().await;
+    let p = Pod::start(CGROUP_PARENT, |_| {}, |_| {}).await;
+    let mut c = container(
+        "scored",
+        &p.image,
+        "echo oom=$(cat /proc/self/oom_score_adj); echo END; sleep 1000",
+    );
+    c.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        cpuset_cpus: "0".into(),
+        oom_score_adj: 500,
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let id = p.create(c).await.unwrap();
+    p.d.runtime()
+        .await
+        .unwrap()
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 80 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    p.start_container(&id).await.unwrap();
+    p.wait_state(&id, ContainerState::ContainerRunning).await;
+    assert_eq!(
+        memory_limit(&id),
+        (80u64 << 20).to_string(),
+        "the update made before the start"
+    );
+    assert_eq!(cg(&id, "cpuset", "cpuset.cpus", "cpuset.cpus"), "0");
+    let log = p.logs.join("scored.log");
+    let text = eventually("the container prints its score", async || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        t.contains("END").then_some(t)
+    })
+    .await;
+    assert!(text.contains("oom=500"), "{text}");
+
+    // kubelet's -997 for a guaranteed pod: raised to what this host allows berthd (its own score).
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut c = container(
+        "guaranteed",
+        &p.image,
+        "echo oom=$(cat /proc/self/oom_score_adj); echo END",
+    );
+    c.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        oom_score_adj: -997,
+        ..Default::default()
+    });
+    let (_, out) = p.run(c).await;
+    let got: i32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("oom="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        got == -997 || got == own,
+        "either granted or this host's floor ({own}): {out}"
+    );
+    p.finish().await;
+}

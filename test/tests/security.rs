@@ -236,14 +236,26 @@ async fn seccomp_profiles() {
     assert_eq!(field(&out, "Seccomp"), "2", "{out}");
     assert_eq!(field(&out, "mkdir="), "1", "{out}");
 
-    // A missing file: InvalidArgument, and nothing left.
-    let before = berth_test::count_entries(&p.d.config.state.join("containers"));
+    // A missing file: InvalidArgument, and nothing left: no bundle, snapshot or record.
+    let bundles = p.d.config.state.join("containers");
+    let snapshots = p.d.image_root().join("overlay/snapshots");
+    let records = p.d.config.root.join("containers");
+    let before = [&bundles, &snapshots, &records].map(|d| berth_test::count_entries(d));
+    let mounts = berth_test::mounts_under(&bundles).len();
     let mut c = container("missing", &p.image, probe);
     sec(&mut c).seccomp = profile(ProfileType::Localhost, "/no/such/profile.json");
     let err = p.create(c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("/no/such/profile.json"), "{err:?}");
-    assert_eq!(berth_test::count_entries(&p.d.config.state.join("containers")), before);
+    assert_eq!(
+        [&bundles, &snapshots, &records].map(|d| berth_test::count_entries(d)),
+        before
+    );
+    assert_eq!(
+        berth_test::mounts_under(&bundles).len(),
+        mounts,
+        "no rootfs left mounted"
+    );
     // The name is free again.
     let ok = p.create(container("missing", &p.image, "true")).await.unwrap();
     p.d.runtime()
@@ -407,20 +419,8 @@ int main(int argc, char **argv) {
 "#,
     )
     .unwrap();
-    let built = std::process::Command::new("cc")
-        .args(["-static", "-O2", "-o"])
-        .arg(dir.path().join("euid"))
-        .arg(dir.path().join("euid.c"))
-        .output();
-    match built {
-        Ok(o) => assert!(o.status.success(), "building the probe: {o:?}"),
-        Err(e) => {
-            berth_test::report_not_tested(
-                "security::setuid_under_no_new_privs",
-                &format!("no C compiler (cc) to build the setuid probe: {e}"),
-            );
-            return;
-        }
+    if !build_probe(dir.path(), "euid", "security::setuid_under_no_new_privs") {
+        return;
     }
     let p = Pod::start(CGROUP_PARENT, |_| {}, |_| {}).await;
     let script = "cp /probe/euid /tmp/euid && chmod 4755 /tmp/euid && /tmp/euid drop; echo END";
@@ -443,5 +443,79 @@ int main(int argc, char **argv) {
         "1000",
         "no_new_privs keeps the caller's uid: {out}"
     );
+    p.finish().await;
+}
+
+/// Builds `<dir>/<name>.c` into a static `<dir>/<name>` with the host's C compiler; false (and said
+/// loudly) when there is none.
+fn build_probe(dir: &std::path::Path, name: &str, test: &str) -> bool {
+    let built = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join(name))
+        .arg(dir.join(format!("{name}.c")))
+        .output();
+    match built {
+        Ok(o) => {
+            assert!(o.status.success(), "building the probe: {o:?}");
+            true
+        }
+        Err(e) => {
+            berth_test::report_not_tested(test, &format!("no C compiler (cc) to build a probe: {e}"));
+            false
+        }
+    }
+}
+
+/// The default profile blocks keyctl and add_key (kernel keyrings are not namespaced), which
+/// busybox has no applet for: a static probe makes the calls and prints their errno.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_default_blocks_keyrings() {
+    require_root!();
+    registry::require().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("keys.c"),
+        r#"#include <errno.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    errno = 0;
+    long r = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 1);
+    printf("keyctl=%d\n", r < 0 ? errno : 0);
+    errno = 0;
+    r = syscall(SYS_add_key, "user", "berth-test", "x", 1, -3);
+    printf("add_key=%d\n", r < 0 ? errno : 0);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    if !build_probe(dir.path(), "keys", "security::runtime_default_blocks_keyrings") {
+        return;
+    }
+    let p = Pod::start(CGROUP_PARENT, |_| {}, |_| {}).await;
+    let probe = |name: &str, t: ProfileType| {
+        let mut c = container(name, &p.image, "/probe/keys; echo END");
+        c.mounts = vec![berth_proto::cri::Mount {
+            container_path: "/probe".into(),
+            host_path: dir.path().display().to_string(),
+            readonly: true,
+            ..Default::default()
+        }];
+        sec(&mut c).seccomp = Some(SecurityProfile {
+            profile_type: t as i32,
+            localhost_ref: String::new(),
+        });
+        c
+    };
+    let (_, out) = p.run(probe("keys-default", ProfileType::RuntimeDefault)).await;
+    assert_eq!(
+        (field(&out, "keyctl="), field(&out, "add_key=")),
+        ("1", "1"),
+        "EPERM: {out}"
+    );
+    let (_, out) = p.run(probe("keys-unconfined", ProfileType::Unconfined)).await;
+    assert_ne!(field(&out, "keyctl="), "1", "the kernel itself allows it: {out}");
     p.finish().await;
 }

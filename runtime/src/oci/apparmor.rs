@@ -7,19 +7,24 @@ use berth_proto::cri::security_profile::ProfileType;
 
 use crate::error::{Error, Result};
 
+/// Profiles `RuntimeDefault` means, as the other runtimes load them: containerd's and Docker's.
+pub const DEFAULT_PROFILES: &[&str] = &["cri-containerd.apparmor.d", "docker-default"];
+
 /// Whether the running kernel has AppArmor enabled.
 pub fn host_supports() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
 }
 
 /// The `process.apparmorProfile` for a request (structured field first, then the deprecated string).
-/// `RuntimeDefault` uses `default_profile` when AppArmor is there and that profile is loaded.
+/// `RuntimeDefault` uses the first of `defaults` that is loaded, when AppArmor is there (berth does
+/// not load a profile of its own: with none of them loaded, the container runs without one, and
+/// berthd says so in its log).
 pub fn profile(
     field: Option<&SecurityProfile>,
     legacy: &str,
     privileged: bool,
     supported: bool,
-    default_profile: &str,
+    defaults: &[&str],
 ) -> Result<Option<String>> {
     let wanted = match field {
         Some(p) => match ProfileType::try_from(p.profile_type) {
@@ -54,8 +59,20 @@ pub fn profile(
         ))),
         Some(Some(name)) => Ok(Some(name)),
         // Privileged containers run unconfined, as containerd's do.
-        Some(None) if privileged || !supported || default_profile.is_empty() => Ok(None),
-        Some(None) => Ok(loaded(default_profile).then(|| default_profile.to_string())),
+        Some(None) if privileged || !supported => Ok(None),
+        Some(None) => {
+            let found = defaults.iter().find(|d| loaded(d)).map(|d| d.to_string());
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            if found.is_none() {
+                ONCE.call_once(|| {
+                    tracing::warn!(
+                        ?defaults,
+                        "AppArmor is enabled but none of these profiles is loaded: RuntimeDefault runs without one"
+                    )
+                });
+            }
+            Ok(found)
+        }
     }
 }
 
@@ -74,15 +91,15 @@ mod tests {
             profile_type: ProfileType::Localhost as i32,
             localhost_ref: "my-profile".into(),
         };
-        assert_eq!(profile(None, "", false, false, "x").unwrap(), None);
-        assert_eq!(profile(None, "unconfined", false, false, "x").unwrap(), None);
-        let e = profile(Some(&lh), "", false, false, "x").unwrap_err();
+        assert_eq!(profile(None, "", false, false, &["x"]).unwrap(), None);
+        assert_eq!(profile(None, "unconfined", false, false, &["x"]).unwrap(), None);
+        let e = profile(Some(&lh), "", false, false, &["x"]).unwrap_err();
         assert!(e.to_string().contains("no AppArmor"), "{e}");
-        assert!(profile(None, "localhost/p", false, false, "x").is_err());
+        assert!(profile(None, "localhost/p", false, false, &["x"]).is_err());
         assert_eq!(
-            profile(Some(&lh), "", false, true, "x").unwrap().as_deref(),
+            profile(Some(&lh), "", false, true, &["x"]).unwrap().as_deref(),
             Some("my-profile")
         );
-        assert!(profile(None, "bogus", false, true, "x").is_err());
+        assert!(profile(None, "bogus", false, true, &["x"]).is_err());
     }
 }

@@ -84,6 +84,62 @@ fn caps(names: impl IntoIterator<Item = String>) -> Result<Capabilities> {
         .collect()
 }
 
+/// Capabilities, seccomp and AppArmor of a container's security context.
+fn security(
+    sec: &berth_proto::cri::LinuxContainerSecurityContext,
+    unset_seccomp: &str,
+) -> Result<(Capabilities, Option<oci_spec::runtime::LinuxSeccomp>, Option<String>)> {
+    let mut cap_set: Capabilities = if sec.privileged {
+        caps(held_caps())?
+    } else {
+        caps(DEFAULT_CAPS.iter().map(|s| s.to_string()))?
+    };
+    // A privileged container gets every capability, whatever add/drop say (as containerd).
+    if let Some(c) = sec.capabilities.as_ref().filter(|_| !sec.privileged) {
+        if c.drop_capabilities.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
+            cap_set.clear();
+        } else {
+            for d in caps(c.drop_capabilities.clone())? {
+                cap_set.remove(&d);
+            }
+        }
+        if c.add_capabilities.iter().any(|a| a.eq_ignore_ascii_case("ALL")) {
+            cap_set = caps(held_caps())?;
+        } else {
+            let held = caps(held_caps())?;
+            for a in caps(c.add_capabilities.clone())? {
+                if !held.contains(&a) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "capability {a} was asked for, but berthd itself does not hold it on this host"
+                    )));
+                }
+                cap_set.insert(a);
+            }
+        }
+    }
+    let cap_names: Vec<String> = cap_set
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_string))
+        .collect();
+    let seccomp = if sec.privileged {
+        None
+    } else {
+        // The deprecated string still comes from older kubelets and crictl.
+        #[allow(deprecated)]
+        let profile = super::seccomp::select(sec.seccomp.as_ref(), &sec.seccomp_profile_path, unset_seccomp)?;
+        super::seccomp::build(&profile, &cap_names)?
+    };
+    #[allow(deprecated)]
+    let apparmor = super::apparmor::profile(
+        sec.apparmor.as_ref(),
+        &sec.apparmor_profile,
+        sec.privileged,
+        super::apparmor::host_supports(),
+        super::apparmor::DEFAULT_PROFILES,
+    )?;
+    Ok((cap_set, seccomp, apparmor))
+}
+
 /// The process arguments, as Docker and containerd resolve them: the CRI command replaces the
 /// image's entrypoint (and then the image's cmd is dropped), the CRI args replace the image's cmd.
 pub fn process_args(config: &ContainerConfig, image: &berth_image::manifest::RunConfig) -> Result<Vec<String>> {
@@ -167,53 +223,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         &sec.supplemental_groups,
         sec.supplemental_groups_policy == berth_proto::cri::SupplementalGroupsPolicy::Strict as i32,
     )?;
-    let mut cap_set: Capabilities = if sec.privileged {
-        caps(held_caps())?
-    } else {
-        caps(DEFAULT_CAPS.iter().map(|s| s.to_string()))?
-    };
-    if let Some(c) = &sec.capabilities {
-        if c.drop_capabilities.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
-            cap_set.clear();
-        } else {
-            for d in caps(c.drop_capabilities.clone())? {
-                cap_set.remove(&d);
-            }
-        }
-        if c.add_capabilities.iter().any(|a| a.eq_ignore_ascii_case("ALL")) {
-            cap_set = caps(held_caps())?;
-        } else {
-            let held = caps(held_caps())?;
-            for a in caps(c.add_capabilities.clone())? {
-                if !held.contains(&a) {
-                    return Err(Error::FailedPrecondition(format!(
-                        "capability {a} was asked for, but berthd itself does not hold it on this host"
-                    )));
-                }
-                cap_set.insert(a);
-            }
-        }
-    }
-    let cap_names: Vec<String> = cap_set
-        .iter()
-        .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_string))
-        .collect();
-    let seccomp = if sec.privileged {
-        None
-    } else {
-        // The deprecated string still comes from older kubelets and crictl.
-        #[allow(deprecated)]
-        let profile = super::seccomp::select(sec.seccomp.as_ref(), &sec.seccomp_profile_path, unset_seccomp)?;
-        super::seccomp::build(&profile, &cap_names)?
-    };
-    #[allow(deprecated)]
-    let apparmor = super::apparmor::profile(
-        sec.apparmor.as_ref(),
-        &sec.apparmor_profile,
-        sec.privileged,
-        super::apparmor::host_supports(),
-        "",
-    )?;
+    let (cap_set, seccomp, apparmor) = security(&sec, unset_seccomp)?;
     let oom = linux_cfg
         .resources
         .as_ref()
@@ -722,6 +732,33 @@ mod tests {
         ];
         assert_eq!(process_env(&c, &run(&[], &[])), ["PATH=/bin", "A=2", "B=3"]);
         assert!(process_env(&cfg(&[], &[]), &RunConfig::default())[0].starts_with("PATH="));
+    }
+
+    #[test]
+    fn security_context() {
+        use berth_proto::cri::{Capability as CriCaps, LinuxContainerSecurityContext};
+        let mut sec = LinuxContainerSecurityContext::default();
+        let (c, seccomp, apparmor) = security(&sec, "runtime/default").unwrap();
+        assert_eq!(c.len(), 14);
+        assert!(seccomp.is_some(), "the configured default applies");
+        assert_eq!(apparmor, None);
+        assert!(security(&sec, "unconfined").unwrap().1.is_none());
+        sec.capabilities = Some(CriCaps {
+            drop_capabilities: vec!["all".into()],
+            add_capabilities: vec!["CAP_KILL".into()],
+            ..Default::default()
+        });
+        assert_eq!(security(&sec, "").unwrap().0.len(), 1);
+        sec.privileged = true;
+        let (c, seccomp, _) = security(&sec, "runtime/default").unwrap();
+        assert_eq!(c.len(), held_caps().len(), "privileged: every capability berthd holds");
+        assert!(seccomp.is_none(), "privileged runs unconfined");
+        sec.privileged = false;
+        sec.capabilities = Some(CriCaps {
+            add_capabilities: vec!["NOT_A_CAP".into()],
+            ..Default::default()
+        });
+        assert!(matches!(security(&sec, ""), Err(Error::InvalidArgument(_))));
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub async fn serve(
 /// Binds the CRI socket: creates its directory, replaces a stale socket file (one nobody answers
 /// on), refuses to steal a live one, and makes it 0600.
 pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -56,13 +56,21 @@ pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    // Create the socket with no group/other bits from the start, then make sure of 0600.
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let l = UnixListener::bind(path);
-    nix::sys::stat::umask(old);
-    let l = l?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    // Bind in a private (0700) directory beside it, make it 0600, then rename it into place: nobody
+    // else can reach it before it is 0600. (Not by changing the umask: that is process-wide, and
+    // would leave files other threads create meanwhile, e.g. unpacked layers, without permissions.)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let private = dir.join(format!(".bind-{}-{}", std::process::id(), next_request_id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let tmp = private.join("socket");
+    let bound = UnixListener::bind(&tmp).and_then(|l| {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// Runs one RPC inside a span with a request id; logs its end and maps its error.
