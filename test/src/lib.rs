@@ -166,6 +166,23 @@ impl Daemon {
         Ok(ImageServiceClient::new(connect(self.socket()).await?).max_decoding_message_size(64 << 20))
     }
 
+    /// Pulls `image` (a full reference) and returns it; panics with the status on failure.
+    pub async fn pull(&self, image: &str) -> String {
+        self.images()
+            .await
+            .expect("connect to the image service")
+            .pull_image(berth_proto::cri::PullImageRequest {
+                image: Some(berth_proto::cri::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("pull {image}: {e:?}"));
+        image.to_string()
+    }
+
     /// Where the image crate keeps its data for this daemon.
     pub fn image_root(&self) -> PathBuf {
         self.config.root.join("image")

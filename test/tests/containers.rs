@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use berth_proto::cri::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest,
     ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
     RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest, RunPodSandboxRequest,
     StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
@@ -77,18 +77,7 @@ async fn setup(handler: &str) -> Setup {
 async fn setup_pod(handler: &str, adjust: impl FnOnce(&mut PodSandboxConfig)) -> Setup {
     let d = Daemon::start().await.unwrap();
     let image = registry::image("busybox:latest");
-    d.images()
-        .await
-        .unwrap()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    d.pull(&image).await;
     let logs = d.dir.path().join("logs");
     let mut pod_cfg = pod("app", &logs);
     adjust(&mut pod_cfg);

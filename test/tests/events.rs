@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use berth_proto::cri::{
     ContainerEventResponse, ContainerEventType as E, ContainerState, CreateContainerRequest, GetEventsRequest,
-    ImageSpec, PodSandboxState, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    PodSandboxState, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
 };
 use berth_proto::tonic::Streaming;
 use berth_test::{Daemon, registry, require_root};
@@ -40,18 +40,7 @@ async fn lifecycle_events_in_order() {
     registry::require().await;
     let d = Daemon::start().await.unwrap();
     let image = registry::image("busybox:latest");
-    d.images()
-        .await
-        .unwrap()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    d.pull(&image).await;
     let mut rt = d.runtime().await.unwrap();
     let mut a = rt.get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
     let mut b = rt.get_container_events(GetEventsRequest {}).await.unwrap().into_inner();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use berth_proto::cri::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, DnsConfig, ExecSyncRequest, ImageSpec,
     LinuxContainerConfig, LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PortMapping, Protocol, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    PodSandboxStatusRequest, PortMapping, Protocol, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StatusRequest, StopPodSandboxRequest,
 };
 use berth_proto::tonic::Code;
@@ -63,20 +63,7 @@ struct Pod {
 }
 
 async fn pull(d: &Daemon) -> String {
-    let image = registry::image("busybox:latest");
-    d.images()
-        .await
-        .unwrap()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    image
+    d.pull(&registry::image("busybox:latest")).await
 }
 
 /// Runs a pod with one container that serves `reply` on TCP 8080 (one connection at a time, for ever).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use berth_proto::cri::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemovePodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest,
 };
 use berth_proto::tonic::Status;
@@ -82,18 +82,7 @@ impl Pod {
     ) -> Pod {
         let d = Daemon::start_with(daemon).await.unwrap();
         let image = registry::image("busybox:latest");
-        d.images()
-            .await
-            .unwrap()
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        d.pull(&image).await;
         let logs = d.dir.path().join("logs");
         let mut cfg = pod_config("app", cgroup_parent, &logs);
         adjust(&mut cfg);
