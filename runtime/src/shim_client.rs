@@ -15,6 +15,24 @@ use crate::error::{Error, Result};
 /// The containerd namespace berth's shims run in (it keys runc state and shim sockets).
 pub const NAMESPACE: &str = "k8s.io";
 
+/// The socket berth-shim serves the shim group `group` on, computed as `berth-shim start` computes
+/// it (see shim/README.md): `<dir of the events socket>/s/<32 hex of sha256("<address>/<ns>/<group>")>`.
+pub fn group_socket(events_socket: &Path, group: &str) -> std::path::PathBuf {
+    use sha2::Digest as _;
+    let address = events_socket.with_extension("grpc");
+    let digest = sha2::Sha256::digest(format!("{}/{NAMESPACE}/{group}", address.display()).as_bytes());
+    events_socket
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("s")
+        .join(&hex::encode(digest)[..32])
+}
+
+/// Whether `shim` names berth's own shim (whose sockets [`group_socket`] knows).
+pub fn is_berth_shim(shim: &Path) -> bool {
+    shim.file_name().is_some_and(|n| n == "berth-shim")
+}
+
 /// Starts `shim` for container `id` in `bundle` (`<shim> … -id <id> start`) and returns the address
 /// it prints: a plain `unix://…` (containerd 1.6 shims) or JSON `{"address": …}` (newer ones).
 /// A shim that groups containers by pod prints the running pod shim's address.

@@ -56,7 +56,11 @@ impl Cri {
 
         let t0 = std::time::Instant::now();
         let (stdout, stderr) = self.task_stdio(c, handler.log_writer).await?;
-        let address = shim_client::launch(&shim_bin, &c.bundle, &c.id, &self.events_socket()).await?;
+        // A pod's berth-shim is usually running already (launched with the pod): talk to it directly.
+        let address = match self.running_pod_shim(&shim_bin, &c.sandbox_id).await {
+            Some(a) => a,
+            None => shim_client::launch(&shim_bin, &c.bundle, &c.id, &self.events_socket()).await?,
+        };
         // Remember the shim at once, so removal reaches it even if the task never starts.
         {
             let mut store = self.containers();

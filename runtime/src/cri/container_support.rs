@@ -77,6 +77,79 @@ impl Cri {
         Ok(c)
     }
 
+    /// The address of the pod's berth-shim if it is running (none for other shims).
+    pub(crate) async fn running_pod_shim(&self, shim_bin: &std::path::Path, sandbox_id: &str) -> Option<String> {
+        if !crate::shim_client::is_berth_shim(shim_bin) {
+            return None;
+        }
+        // Still being launched: wait for it rather than start a second launch.
+        let pending = self
+            .prelaunches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sandbox_id);
+        if let Some(task) = pending {
+            let _ = task.await;
+        }
+        let socket = crate::shim_client::group_socket(&self.events_socket(), sandbox_id);
+        tokio::net::UnixStream::connect(&socket).await.ok()?;
+        Some(format!("unix://{}", socket.display()))
+    }
+
+    /// Launches the pod's berth-shim in the background, so that its first container finds it
+    /// running. Its bundle is `<pod dir>/shim`, holding only the grouping annotation. Other shims
+    /// are launched with their first container, as containerd does.
+    pub(crate) fn prelaunch_pod_shim(&self, handler: &str, pod_dir: &std::path::Path, sandbox_id: &str) {
+        let Ok((_, h)) = self.handler(handler) else { return };
+        let Ok(bin) = self.shim_binary(&h.shim) else { return };
+        if !crate::shim_client::is_berth_shim(&bin) {
+            return;
+        }
+        let bundle = pod_dir.join("shim");
+        let config = serde_json::json!({"annotations": {"io.kubernetes.cri.sandbox-id": sandbox_id}});
+        if std::fs::create_dir_all(&bundle)
+            .and_then(|()| std::fs::write(bundle.join("config.json"), config.to_string()))
+            .is_err()
+        {
+            return;
+        }
+        let events = self.events_socket();
+        let id = sandbox_id.to_string();
+        let pod = id.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = crate::shim_client::launch(&bin, &bundle, &id, &events).await {
+                tracing::warn!(pod = %id, error = %e, "could not launch the pod's shim ahead (its first container will)");
+            }
+        });
+        self.prelaunches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pod, task);
+    }
+
+    /// Ends the pod's berth-shim if it runs no container (one launched ahead whose pod never got
+    /// a container, or got none that is left). A shim with containers refuses and stays.
+    pub(crate) async fn shutdown_idle_pod_shim(&self, sandbox_id: &str) {
+        // A launch still under way would otherwise bring up a shim after this.
+        let pending = self
+            .prelaunches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sandbox_id);
+        if let Some(task) = pending {
+            let _ = task.await;
+        }
+        let socket = crate::shim_client::group_socket(&self.events_socket(), sandbox_id);
+        let address = format!("unix://{}", socket.display());
+        if tokio::net::UnixStream::connect(&socket).await.is_err() {
+            return;
+        }
+        if let Ok(shim) = crate::shim_client::ShimClient::connect(&address, sandbox_id).await {
+            let _ = shim.shutdown(sandbox_id).await;
+        }
+        self.shims.lock().await.remove(&address);
+    }
+
     pub(crate) fn events_socket(&self) -> PathBuf {
         self.config.state.join("events.sock")
     }

@@ -72,6 +72,8 @@ pub struct Cri {
     pub(crate) oom_floor: i32,
     /// Pod networking.
     pub(crate) network: Arc<berth_cni::Network>,
+    /// Pod shims being launched ahead of their first container, by sandbox ID.
+    pub(crate) prelaunches: Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The node's pod CIDRs, as kubelet last set them (UpdateRuntimeConfig).
     pub(crate) pod_cidrs: Mutex<Vec<String>>,
     /// The kept CPU reading of each container (time ns, cumulative CPU ns, the rate it gave), for
@@ -105,6 +107,7 @@ impl Cri {
         });
         Ok(Cri {
             network,
+            prelaunches: Mutex::new(std::collections::HashMap::new()),
             pod_cidrs: Mutex::new(Vec::new()),
             config,
             images,

@@ -20,6 +20,7 @@ impl Cri {
         }
         let mut last = super::sandbox_status::status(&sb);
         last.state = berth_proto::cri::PodSandboxState::SandboxNotready as i32;
+        self.shutdown_idle_pod_shim(&id).await;
         // If teardown fails, the record stays (NotReady) so kubelet's retry finds it again.
         let net = self.network.clone();
         tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb, &net))

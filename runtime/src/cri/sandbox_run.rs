@@ -72,6 +72,7 @@ impl Cri {
             self.sandboxes().release(&key, &id);
             return Err(e);
         }
+        self.prelaunch_pod_shim(&sb.runtime_handler, &sb.dir, &id);
         let ips = sb.network.as_ref().map(|n| n.ips()).unwrap_or_default();
         tracing::info!(pod = %key, %id, ?ips, "pod sandbox ready");
         // As containerd: a pod is created and started in one step.

@@ -18,6 +18,7 @@ impl Cri {
         for cid in self.containers_of(&id) {
             self.stop_container_id(&cid, 0).await?;
         }
+        self.shutdown_idle_pod_shim(&id).await;
         let sb2 = sb.clone();
         let net = self.network.clone();
         tokio::task::spawn_blocking(move || sandbox_setup::release_network(&sb2, &net))
