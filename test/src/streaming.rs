@@ -405,11 +405,17 @@ pub async fn spdy_exec_streams(
 
 /// Reads frames until the server closes, sorting data by stream type.
 pub async fn spdy_collect(c: &mut SpdyClient, s: &SpdyExecStreams, out: &mut ExecOutput) -> anyhow::Result<()> {
-    while let Some(ev) = c.next().await? {
+    while let Some(ev) = tokio::time::timeout(HANG_GUARD, c.next())
+        .await
+        .context("the server sent nothing for a minute")??
+    {
         spdy_record(&ev, s, out);
     }
     Ok(())
 }
+
+/// How long the collecting helpers wait for the next frame before calling it a hang.
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn spdy_record(ev: &SpdyEvent, s: &SpdyExecStreams, out: &mut ExecOutput) {
     match ev {
@@ -622,7 +628,10 @@ pub async fn ws_exec(url: &str, protocols: &[&str], stdin: Option<&[u8]>) -> any
         }
     }
     let mut out = ExecOutput::default();
-    while let Some(m) = c.next().await? {
+    while let Some(m) = tokio::time::timeout(HANG_GUARD, c.next())
+        .await
+        .context("the server sent nothing for a minute")??
+    {
         if m == WsMessage::Close {
             break;
         }

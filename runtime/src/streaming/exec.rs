@@ -158,11 +158,22 @@ async fn copy_out(fifo: PathBuf, out: Out) {
     }
 }
 
+/// How long the stdin FIFO may wait for its reader: containerd's shim opens it in the background.
+const STDIN_READER_WAIT: Duration = Duration::from_secs(10);
+
 /// Copies the client's stdin into a FIFO; returns at the end of the client's stdin.
 async fn copy_in(mut rx: mpsc::Receiver<Vec<u8>>, fifo: &Path) -> Result<()> {
-    let mut tx = tokio::net::unix::pipe::OpenOptions::new()
-        .open_sender(fifo)
-        .map_err(Error::io(format!("open {}", fifo.display())))?;
+    let since = std::time::Instant::now();
+    let mut tx = loop {
+        match tokio::net::unix::pipe::OpenOptions::new().open_sender(fifo) {
+            Ok(tx) => break tx,
+            // No reader yet (ENXIO): the shim is still opening its end.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && since.elapsed() < STDIN_READER_WAIT => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(Error::io(format!("open {}", fifo.display()))(e)),
+        }
+    };
     while let Some(data) = rx.recv().await {
         if tx.write_all(&data).await.is_err() {
             break;

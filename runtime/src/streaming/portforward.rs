@@ -97,7 +97,6 @@ async fn forward(
     // The client's end of input half-closes the pod socket; the forward ends when the pod closes.
     let to_pod = tokio::spawn(async move {
         while let Some(d) = input.recv().await {
-            tracing::debug!(port, n = d.len(), "port forward: to the pod");
             if wr.write_all(&d).await.is_err() {
                 break;
             }
@@ -110,7 +109,6 @@ async fn forward(
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    tracing::debug!(port, n, "port forward: from the pod");
                     if !data.write(&buf[..n]).await {
                         break;
                     }
