@@ -175,17 +175,14 @@ async fn limits_update_and_stats() {
 
     // Memory and the writable layer: a container fills 32 MiB of the pod's /dev/shm (charged to
     // it) and writes 1 MiB into its rootfs.
-    // (No CNI here brings the pod's loopback up: the container does, with NET_ADMIN.)
-    let mut filler = container(
+    // Its pings on the pod's loopback (up: berthd wires the pod's network) show in the pod's
+    // network counters.
+    let filler = container(
         "filler",
         &p.image,
         "head -c 33554432 /dev/zero > /dev/shm/fill; head -c 1048576 /dev/zero > /big; \
-         ip link set lo up; ping -c 3 -i 0.2 127.0.0.1 >/dev/null; sleep 1000",
+         ping -c 3 -i 0.2 127.0.0.1 >/dev/null; sleep 1000",
     );
-    support::sec(&mut filler).capabilities = Some(berth_proto::cri::Capability {
-        add_capabilities: vec!["NET_ADMIN".into()],
-        ..Default::default()
-    });
     let filler = p.create(filler).await.unwrap();
     p.start_container(&filler).await.unwrap();
     let s = eventually("the filler's writes show", async || {

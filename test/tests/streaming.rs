@@ -5,11 +5,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri::{
-    AttachRequest, Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PortForwardRequest,
-    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    AttachRequest, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest,
+    ExecRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata,
+    PortForwardRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
 };
 use berth_proto::tonic::Code;
 use berth_test::streaming::{
@@ -612,28 +611,14 @@ async fn port_forward_over_spdy_and_websocket() {
     require_root!();
     let p = Pod::new("forward").await;
     // An echo server on the pod's loopback: each connection gets its own cat.
-    // berthd does not wire CNI yet, so the pod's loopback is down (CNI's loopback plugin brings it
-    // up); the container raises it itself.
+    // The pod's loopback is up: berthd wires the pod's network (built-in bridge here).
     // Port 8081 runs /bin/cat per connection, so its processes can be told from the others.
     let cmd = [
         "sh",
         "-c",
-        "ip link set lo up && (nc -ll -p 8081 -e /bin/cat &) && exec nc -ll -p 8080 -e cat",
+        "(nc -ll -p 8081 -e /bin/cat &) && exec nc -ll -p 8080 -e cat",
     ];
-    let id = p
-        .run("echo", &cmd, |c| {
-            c.linux = Some(LinuxContainerConfig {
-                security_context: Some(LinuxContainerSecurityContext {
-                    capabilities: Some(Capability {
-                        add_capabilities: vec!["NET_ADMIN".into()],
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        })
-        .await;
+    let id = p.run("echo", &cmd, |_| {}).await;
     wait_listening(&p, &id, 8080).await;
     wait_listening(&p, &id, 8081).await;
 
