@@ -464,6 +464,21 @@ impl Drop for DelLink {
     }
 }
 
+async fn run(
+    d: &Daemon,
+    cfg: PodSandboxConfig,
+) -> Result<berth_proto::cri::RunPodSandboxResponse, berth_proto::tonic::Status> {
+    d.runtime()
+        .await
+        .unwrap()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 fn cni_dir(d: &Daemon) -> PathBuf {
     d.config.network.cni_conf_dir.clone()
 }
@@ -524,16 +539,7 @@ async fn cni_plugins_connect_pods_and_forward_host_ports() {
         !c.status && c.reason == "NetworkPluginNotReady" && !c.message.is_empty(),
         "{c:?}"
     );
-    let err = d
-        .runtime()
-        .await
-        .unwrap()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("early", vec![])),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = run(&d, pod("early", vec![])).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(berth_test::count_entries(&d.config.state.join("pods")), 0);
 
@@ -587,16 +593,7 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing() {
     let mut conf: serde_json::Value = serde_json::from_str(&conflist(&d, &bridge, "10.0.0.0/24")).unwrap();
     conf["plugins"][0]["ipam"]["ranges"] = serde_json::json!([[{"subnet": "10.0.0.0/99"}]]);
     std::fs::write(cni_dir(&d).join("10-test.conflist"), conf.to_string()).unwrap();
-    let err = d
-        .runtime()
-        .await
-        .unwrap()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("failing", vec![])),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = run(&d, pod("failing", vec![])).await.unwrap_err();
     assert!(
         err.message().contains("CNI plugin") && err.message().contains("10.0.0.0/99"),
         "the plugin's message reaches the caller: {err:?}"
@@ -612,18 +609,7 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing() {
             .replace("10.0.0.0", &format!("10.{}.251.0", 128 + std::process::id() % 127)),
     )
     .unwrap();
-    let id = d
-        .runtime()
-        .await
-        .unwrap()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("failing", vec![])),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run(&d, pod("failing", vec![])).await.unwrap().pod_sandbox_id;
     remove_pod(&d, &id).await;
 }
 
@@ -631,17 +617,9 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing() {
 async fn a_pod_interrupted_before_its_record_is_undone_at_start() {
     require_root!();
     let mut d = Daemon::start().await.unwrap();
-    let id = d
-        .runtime()
+    let id = run(&d, pod("torn", vec![port(Protocol::Tcp, 80, host_port(5) as i32, "")]))
         .await
         .unwrap()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("torn", vec![port(Protocol::Tcp, 80, host_port(5) as i32, "")])),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
         .pod_sandbox_id;
     let veth = berth_cni::bridge::host_veth_name(&id);
     assert!(links().contains(&veth));

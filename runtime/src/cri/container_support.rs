@@ -83,14 +83,7 @@ impl Cri {
             return None;
         }
         // Still being launched: wait for it rather than start a second launch.
-        let pending = self
-            .prelaunches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(sandbox_id);
-        if let Some(task) = pending {
-            let _ = task.await;
-        }
+        self.await_prelaunch(sandbox_id).await;
         let socket = crate::shim_client::group_socket(&self.events_socket(), sandbox_id);
         tokio::net::UnixStream::connect(&socket).await.ok()?;
         Some(format!("unix://{}", socket.display()))
@@ -127,10 +120,8 @@ impl Cri {
             .insert(pod, task);
     }
 
-    /// Ends the pod's berth-shim if it runs no container (one launched ahead whose pod never got
-    /// a container, or got none that is left). A shim with containers refuses and stays.
-    pub(crate) async fn shutdown_idle_pod_shim(&self, sandbox_id: &str) {
-        // A launch still under way would otherwise bring up a shim after this.
+    /// Waits for the ahead-of-time launch of the pod's shim, if one is under way.
+    async fn await_prelaunch(&self, sandbox_id: &str) {
         let pending = self
             .prelaunches
             .lock()
@@ -139,6 +130,13 @@ impl Cri {
         if let Some(task) = pending {
             let _ = task.await;
         }
+    }
+
+    /// Ends the pod's berth-shim if it runs no container (one launched ahead whose pod never got
+    /// a container, or got none that is left). A shim with containers refuses and stays.
+    pub(crate) async fn shutdown_idle_pod_shim(&self, sandbox_id: &str) {
+        // A launch still under way would otherwise bring up a shim after this.
+        self.await_prelaunch(sandbox_id).await;
         let socket = crate::shim_client::group_socket(&self.events_socket(), sandbox_id);
         let address = format!("unix://{}", socket.display());
         if tokio::net::UnixStream::connect(&socket).await.is_err() {
