@@ -16,7 +16,7 @@ PKGS=(
   protobuf-compiler                # k8s-cri's build script needs protoc
   iptables iproute2 zstd           # host ports, debugging, zstd layers
   containerd                       # peer runtime for hack/bench
-  pkg-config ca-certificates curl python3 util-linux
+  pkg-config ca-certificates curl python3 python3-venv util-linux
 )
 
 missing=()
@@ -27,6 +27,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# A reference streaming client for test/tests/interop.rs: the official Kubernetes Python client
+# (PyPI `kubernetes`) and the WebSocket library it speaks through, pinned, in a venv of their own.
+# Debian's python3 (not whichever python3 comes first in PATH) builds it.
+VENV=/opt/berth-test-venv
+K8S_PY=37.0.2 WS_PY=1.9.2
+if ! "$VENV/bin/python3" -c "import kubernetes as k, websocket as w, sys; sys.exit((k.__version__, w.__version__) != ('$K8S_PY', '$WS_PY'))" 2>/dev/null; then
+  /usr/bin/python3 -m venv --clear "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes==$K8S_PY" "websocket-client==$WS_PY"
 fi
 
 # The Debian packages start their daemons; berth's tests and bench run their own instances.
