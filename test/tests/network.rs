@@ -624,6 +624,12 @@ async fn a_pod_interrupted_before_its_record_is_undone_at_start() {
     let veth = berth_cni::bridge::host_veth_name(&id);
     assert!(links().contains(&veth));
     assert!(nat_rules().contains(&berth_cni::bridge::pod_tag(&id)));
+    // Its PID namespace holder (a pod-shared PID namespace is the CRI default).
+    let holder: i32 = std::fs::read_to_string(d.config.state.join("pods").join(&id).join("pid-holder"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // As if berthd died after wiring the pod but before recording it.
     d.stop().await.unwrap();
     std::fs::remove_file(d.config.root.join("pods").join(format!("{id}.json"))).unwrap();
@@ -637,6 +643,14 @@ async fn a_pod_interrupted_before_its_record_is_undone_at_start() {
     assert!(berth_test::mounts_under(&d.config.state).is_empty());
     let ipam = berth_cni::ipam::Ipam::new(d.config.state.join("network/ipam"));
     assert!(ipam.allocations().is_empty());
+    let t0 = Instant::now();
+    while std::fs::read(format!("/proc/{holder}/cmdline")).is_ok_and(|c| c.windows(8).any(|w| w == b"pod-init")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the pod's PID namespace holder {holder} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

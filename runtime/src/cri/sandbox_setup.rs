@@ -38,6 +38,9 @@ pub struct Resources {
 /// interrupted RunPodSandbox can be undone after a crash.
 pub const NETWORK_PLAN: &str = "network.json";
 
+/// The file in a pod's directory naming its PID-namespace holder process.
+const PID_HOLDER: &str = "pid-holder";
+
 /// Makes everything the sandbox in `dir` needs. On error, whatever was made is removed again.
 /// Blocking.
 pub fn create(
@@ -109,6 +112,8 @@ fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Pat
         })?;
         let (holder, ns_path) = start_pid_holder(init)?;
         res.pid_holder = Some(holder);
+        // Recorded beside the pod too, so a pod whose record was never written can still end it.
+        write(dir, PID_HOLDER, &holder.to_string())?;
         let pin = dir.join("ns").join("pid");
         std::fs::create_dir_all(dir.join("ns")).map_err(Error::io("create ns dir"))?;
         ns::pin(&ns_path, &pin)?;
@@ -291,10 +296,13 @@ pub fn remove_orphans(pods_dir: &Path, known: &dyn Fn(&str) -> bool, net: &Netwo
             .ok()
             .and_then(|b| serde_json::from_slice::<Attachment>(&b).ok());
         let shm = dir.join("shm");
+        let pid_holder = std::fs::read_to_string(dir.join(PID_HOLDER))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         let res = Resources {
             namespaces,
             shm: shm.exists().then_some(shm),
-            pid_holder: None,
+            pid_holder,
             network,
         };
         tracing::warn!(pod = %id, "removing what an interrupted RunPodSandbox left");
