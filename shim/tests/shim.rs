@@ -474,10 +474,9 @@ async fn container_lifecycle_with_cri_log_and_events() -> Result<()> {
     let bundle = host.bundle(
         &pod,
         &id,
-        // KNOWN BUG (see the issue note): when the init exits before the Start reply is processed, this
-        // shim's events stop being delivered. The short sleep keeps this test on the ordinary path until
-        // that is fixed; berthd itself learns exits through Wait, which is not affected.
-        &["sh", "-c", "sleep 0.3; echo hello; echo oops >&2; printf tail; exit 3"],
+        // Exits at once, usually before the shim has answered Start: the start event must still come
+        // before the exit event.
+        &["sh", "-c", "echo hello; echo oops >&2; printf tail; exit 3"],
     )?;
     let address = host.start_shim(&id, &bundle)?;
     let socket = address.strip_prefix("unix://").context("unix:// address")?.to_string();

@@ -319,6 +319,7 @@ impl Shim {
             let p = c.init.clone();
             let _op = p.op.lock().await;
             p.status().start()?;
+            let _starting = p.begin_start();
             c.runc.start(&c.id).await?;
             let pid = p.pid();
             p.set_started(pid)?;

@@ -94,6 +94,19 @@ pub struct Process {
     exited: watch::Sender<Option<Exit>>,
     /// Serialises Start and Delete of this process.
     pub op: tokio::sync::Mutex<()>,
+    /// True while a Start runs: the exit event waits for the start event, so a process that exits
+    /// at once is still reported started before exited, as hosts expect.
+    starting: watch::Sender<bool>,
+}
+
+/// Ends a Start's hold on the exit event when dropped (on success and on every error path).
+#[derive(Debug)]
+pub struct Starting<'a>(&'a Process);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.starting.send_replace(false);
+    }
 }
 
 impl Process {
@@ -105,6 +118,7 @@ impl Process {
             state: Mutex::new(State { status, pid, io: None }),
             exited: watch::channel(None).0,
             op: tokio::sync::Mutex::new(()),
+            starting: watch::channel(false).0,
         })
     }
 
@@ -130,6 +144,12 @@ impl Process {
     }
 
     /// Created/Added → Running, with the pid an exec got when it started.
+    /// Marks a Start under way until the returned guard is dropped (after the start event).
+    pub fn begin_start(&self) -> Starting<'_> {
+        self.starting.send_replace(true);
+        Starting(self)
+    }
+
     pub fn set_started(&self, pid: u32) -> Result<()> {
         let mut s = self.lock();
         // An init that already exited between `runc start` and now stays Stopped.
@@ -182,6 +202,9 @@ impl Process {
             let copies = p.with_io(ProcessIo::take_copies).unwrap_or_default();
             crate::io::drain(copies, DRAIN_LIMIT).await;
             p.record_exit(exit);
+            // Wait and State see the exit at once; the exit event follows any start event.
+            let mut starting = p.starting.subscribe();
+            let _ = starting.wait_for(|s| !*s).await;
             on_exit(&p, exit);
         });
     }
