@@ -118,6 +118,22 @@ fn rules(cfg: &BridgeConfig) -> Result<()> {
             r.extend_from_slice(&["-j", "ACCEPT"]);
             iptables::ensure_rule(fam, "filter", iptables::FORWARD, &r)?;
         }
+        // A pod reaching a host port through a node address whose DNAT leads back into the subnet
+        // (another pod, or itself): the answer must come back through the host, so the source is
+        // the gateway's.
+        let mut r = vec![
+            "-s",
+            net.as_str(),
+            "-d",
+            net.as_str(),
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "DNAT",
+        ];
+        r.extend_from_slice(&c);
+        r.extend_from_slice(&["-j", "MASQUERADE"]);
+        iptables::ensure_rule(fam, "nat", iptables::POSTROUTING, &r)?;
         if cfg.masquerade {
             let mut r = vec!["-s", net.as_str(), "!", "-d", net.as_str()];
             r.extend_from_slice(&c);
@@ -179,6 +195,7 @@ pub fn attach(cfg: &BridgeConfig, att: &BridgeAttachment, netns: &Path, pod: &st
         .link_index(&att.host_veth)?
         .ok_or_else(|| Error::Config(format!("veth {} vanished after creation", att.host_veth)))?;
     nl.set_up(host, Some(bridge))?;
+    nl.set_hairpin(host)?;
     let gateways = cfg.gateways();
     let ips = att.ips.clone();
     crate::ns::run_in(netns, move || -> Result<()> {

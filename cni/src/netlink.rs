@@ -8,7 +8,10 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -176,6 +179,24 @@ impl Netlink {
         self.request(
             &format!("set link {index} up"),
             RouteNetlinkMessage::SetLink(m),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Turns hairpin mode on for bridge port `index`, so the bridge may send a frame back out of the
+    /// port it came in by (a pod reaching itself through a NATed address, with br_netfilter loaded).
+    /// As `ip link set <port> type bridge_slave hairpin on`: a NEWLINK on the existing link.
+    pub fn set_hairpin(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+        ]));
+        self.request(
+            &format!("set hairpin mode on link {index}"),
+            RouteNetlinkMessage::NewLink(m),
             NLM_F_ACK,
         )
         .map(drop)

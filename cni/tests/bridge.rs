@@ -77,6 +77,16 @@ fn two_pods_on_the_builtin_bridge() {
     // Inside: eth0 with the address, lo up, a default route via the gateway.
     let addr = nsenter(&pods[0].1, &["ip", "-o", "-4", "addr", "show", "eth0"]);
     assert!(String::from_utf8_lossy(&addr.stdout).contains(&format!("{}/24", ips[0][0])));
+    // The host end is a hairpin bridge port (a pod may reach itself through a NATed address).
+    let port = Command::new("ip")
+        .args(["-d", "link", "show", &berth_cni::bridge::host_veth_name(&pods[0].0)])
+        .output()
+        .unwrap();
+    let port = String::from_utf8_lossy(&port.stdout);
+    assert!(
+        port.contains(&format!("master {name}")) && port.contains("hairpin on"),
+        "{port}"
+    );
     let route = nsenter(&pods[0].1, &["ip", "route", "show", "default"]);
     assert!(String::from_utf8_lossy(&route.stdout).contains("via 10.213.7.1 dev eth0"));
     // Traffic: pod 1 → pod 0.

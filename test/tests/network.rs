@@ -248,10 +248,11 @@ fn remove_test_cgroups() {
     let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(CGROUP_PARENT.trim_start_matches('/')));
 }
 
-/// Two pods, host ports, DNS, then removal; shared by the bridge and the CNI tests.
-async fn two_pods_talk(d: &Daemon, gateway: &str) -> Vec<String> {
+/// Two pods, host ports (`ports`: three distinct [`host_port`] numbers, so tests running at once do not
+/// share host ports), DNS, then removal; shared by the bridge and the CNI tests.
+async fn two_pods_talk(d: &Daemon, gateway: &str, ports: [u16; 3]) -> Vec<String> {
     let image = pull(d).await;
-    let (hp_tcp, hp_local, hp_udp) = (host_port(1), host_port(2), host_port(3));
+    let [hp_tcp, hp_local, hp_udp] = ports.map(host_port);
     let a = serving_pod(
         d,
         &image,
@@ -283,6 +284,9 @@ async fn two_pods_talk(d: &Daemon, gateway: &str) -> Vec<String> {
     assert_eq!(fetch_from_host(format!("127.0.0.1:{hp_tcp}")).await, "pong-from-a");
     assert_eq!(fetch_from_host(format!("127.0.0.1:{hp_local}")).await, "pong-from-a");
     assert_eq!(fetch_from_host(format!("{gateway}:{hp_tcp}")).await, "pong-from-a");
+    // From pods through the node's address: another pod, and the pod itself (hairpin).
+    assert_eq!(fetch_in_pod(d, &b.id, gateway, hp_tcp).await, "pong-from-a");
+    assert_eq!(fetch_in_pod(d, &a.id, gateway, hp_tcp).await, "pong-from-a");
     // UDP host port. busybox's nc has no UDP: the listener is the host's python3, run in the pod's
     // network namespace.
     let netns = d.config.state.join("pods").join(&a.id).join("ns/net");
@@ -361,7 +365,7 @@ async fn builtin_bridge_connects_pods_and_forwards_host_ports() {
     let d = Daemon::start().await.unwrap();
     let bridge = d.config.network.bridge.clone();
     let gateway = bridge.subnet.nth(1).unwrap().to_string();
-    let ids = two_pods_talk(&d, &gateway).await;
+    let ids = two_pods_talk(&d, &gateway, [1, 2, 3]).await;
     // Nothing left: veths, host-port rules, address allocations, namespaces.
     let l = links();
     for id in &ids {
@@ -558,7 +562,7 @@ async fn cni_plugins_connect_pods_and_forward_host_ports() {
     let c = network_ready(&d).await;
     assert!(c.status, "{c:?}");
 
-    let ids = two_pods_talk(&d, &gateway).await;
+    let ids = two_pods_talk(&d, &gateway, [6, 7, 8]).await;
     // Nothing left: the plugins' veths, portmap's rules, host-local's allocations.
     let l = links();
     assert!(
