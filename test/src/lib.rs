@@ -90,7 +90,9 @@ impl Daemon {
     /// Like [`start`](Self::start), letting the test adjust the configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Daemon> {
         init_logging();
+        sweep_stale_dirs();
         let dir = tempfile::Builder::new().prefix("daemon-").tempdir_in(scratch_base())?;
+        mark_owner(dir.path());
         let mut config = Config {
             root: dir.path().join("root"),
             state: dir.path().join("state"),
@@ -103,6 +105,8 @@ impl Daemon {
         config.network.cni_conf_dir = dir.path().join("cni");
         config.network.bridge = test_bridge();
         adjust(&mut config);
+        // For a later sweep, should this process die before its Drop runs.
+        std::fs::write(dir.path().join("config.toml"), toml::to_string(&config)?)?;
         let mut d = Daemon {
             dir,
             config,
@@ -219,6 +223,8 @@ pub fn test_bridge() -> berth_cni::BridgeConfig {
 /// Writes `<dir>/config.toml` for a berthd process under `dir`: a bridge of its own and a CNI
 /// directory only the test fills. Returns the file; [`cleanup_network_of`] removes the bridge.
 pub fn write_test_config(dir: &Path) -> PathBuf {
+    sweep_stale_dirs();
+    mark_owner(dir);
     let f = dir.join("config.toml");
     if !f.exists() {
         let b = test_bridge();
@@ -231,6 +237,72 @@ pub fn write_test_config(dir: &Path) -> PathBuf {
         std::fs::write(&f, text).expect("write test config");
     }
     f
+}
+
+/// This process, as `<pid> <start time>` (the start time tells a reused pid apart).
+fn owner_id(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the parenthesised command name (which may contain spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // A killed process not yet reaped (a zombie) is gone for this purpose.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    let start = fields.get(19)?.to_string();
+    Some(format!("{pid} {start}"))
+}
+
+/// Records which test process owns a scratch directory.
+fn mark_owner(dir: &Path) {
+    if let Some(me) = owner_id(std::process::id()) {
+        let _ = std::fs::write(dir.join("owner"), me);
+    }
+}
+
+/// Cleans up scratch directories of test processes that died without running their cleanup (killed,
+/// e.g. by a timeout): their daemons' mounts, processes, network and files. A directory is stale when
+/// its owner process is gone, or, for one without an owner record, when it is over 10 minutes old.
+/// Runs once per test process.
+pub fn sweep_stale_dirs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut swept = false;
+        for e in std::fs::read_dir(scratch_base()).into_iter().flatten().flatten() {
+            let dir = e.path();
+            if !dir.is_dir() || !dir.join("state").exists() && !dir.join("root").exists() {
+                continue;
+            }
+            let stale = match std::fs::read_to_string(dir.join("owner")) {
+                Ok(owner) => {
+                    let pid = owner.split_whitespace().next().and_then(|p| p.parse().ok());
+                    pid.and_then(owner_id).as_deref() != Some(owner.trim())
+                }
+                Err(_) => e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(600))),
+            };
+            if stale {
+                eprintln!("cleaning up {} (its test process is gone)", dir.display());
+                cleanup_network_of(&dir);
+                cleanup_dir(&dir);
+                if mounts_under(&dir).is_empty() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                swept = true;
+            }
+        }
+        if swept {
+            // The tests' cgroup parents (/berth-test*) that the dead process left empty.
+            for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+                for g in std::fs::read_dir(ctl.path()).into_iter().flatten().flatten() {
+                    if g.file_name().to_string_lossy().starts_with("berth-test") {
+                        let _ = std::fs::remove_dir(g.path());
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Removes the network of a berthd process configured by [`write_test_config`].
