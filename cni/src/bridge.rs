@@ -256,7 +256,8 @@ fn add_host_ports(att: &BridgeAttachment, pod: &str) -> Result<()> {
                 "--to-destination",
                 to.as_str(),
             ]);
-            iptables::ensure_rule(fam, "nat", iptables::HOSTPORTS, &r)?;
+            // A new pod's rule (its tag is its ID): no need to look for it first.
+            iptables::append(fam, "nat", iptables::HOSTPORTS, &r)?;
         }
     }
     Ok(())

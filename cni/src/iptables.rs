@@ -67,6 +67,11 @@ pub fn ensure_rule(fam: Family, table: &str, chain: &str, rule: &[&str]) -> Resu
     if exists(fam, table, chain, rule) {
         return Ok(());
     }
+    append(fam, table, chain, rule)
+}
+
+/// Appends the rule (one `iptables` run: for rules that cannot exist yet, such as a new pod's).
+pub fn append(fam: Family, table: &str, chain: &str, rule: &[&str]) -> Result<()> {
     let mut args = vec!["-t", table, "-A", chain];
     args.extend_from_slice(rule);
     run(fam, &args).map(drop)
