@@ -453,7 +453,28 @@ async fn bad_port_mappings_are_refused_and_leave_nothing() {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     }
+    // A bandwidth annotation that is not a quantity.
+    let mut cfg = pod("bad", vec![]);
+    cfg.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "fast".into());
+    let err = run(&d, cfg).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("ingress-bandwidth"), "{err:?}");
     assert_eq!(berth_test::count_entries(&d.config.state.join("pods")), 0);
+    // The name was not kept by the refused requests.
+    let id = run(&d, pod("bad", vec![])).await.unwrap().pod_sandbox_id;
+    remove_pod(&d, &id).await;
+    // kubelet's pod CIDR: a bad one is refused, good ones (dual-stack) are taken.
+    let update = |cidr: &str| berth_proto::cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(berth_proto::cri::RuntimeConfig {
+            network_config: Some(berth_proto::cri::NetworkConfig { pod_cidr: cidr.into() }),
+        }),
+    };
+    let err = rt.update_runtime_config(update("10.244.0.0/99")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    rt.update_runtime_config(update("10.244.1.0/24,fd00:244::/64"))
+        .await
+        .unwrap();
 }
 
 /// Deletes a CNI plugin's bridge when dropped (the plugin leaves it by design), also when a test fails.
