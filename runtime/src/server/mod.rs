@@ -11,10 +11,12 @@ use berth_proto::cri::image_service_server::ImageServiceServer;
 use berth_proto::cri::runtime_service_server::RuntimeServiceServer;
 use berth_proto::tonic;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::cri::Cri;
 
+mod authority;
 mod image;
 mod runtime;
 pub mod status;
@@ -26,6 +28,8 @@ pub(crate) fn next_request_id() -> u64 {
 }
 
 /// Serves the CRI on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Each connection's `:authority` is normalised first (see [`authority`]), so gRPC clients that put
+/// the socket path there are answered as Go servers answer them.
 pub async fn serve(
     listener: UnixListener,
     cri: Arc<Cri>,
@@ -36,7 +40,10 @@ pub async fn serve(
             RuntimeServiceServer::new(runtime::RuntimeAdapter(cri.clone())).max_decoding_message_size(16 << 20),
         )
         .add_service(ImageServiceServer::new(image::ImageAdapter(cri)).max_decoding_message_size(16 << 20))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|conn| conn.map(authority::Normalized::new)),
+            shutdown,
+        )
         .await
 }
 
