@@ -200,9 +200,6 @@ pub fn attach(cfg: &BridgeConfig, att: &BridgeAttachment, netns: &Path, pod: &st
     let ips = att.ips.clone();
     crate::ns::run_in(netns, move || -> Result<()> {
         let mut nl = Netlink::open()?;
-        if let Some(lo) = nl.link_index("lo")? {
-            nl.set_up(lo, None)?;
-        }
         let eth0 = nl
             .link_index("eth0")?
             .ok_or_else(|| Error::Config("eth0 did not arrive in the pod's namespace".into()))?;

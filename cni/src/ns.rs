@@ -64,6 +64,11 @@ pub fn create(dir: &Path, req: &Request) -> Result<Vec<(Kind, PathBuf)>> {
         .spawn(move || -> Result<()> {
             let flags = req2.kinds.iter().fold(CloneFlags::empty(), |f, k| f | k.flag());
             nix::sched::unshare(flags).map_err(Error::sys("unshare"))?;
+            if req2.kinds.contains(&Kind::Net) {
+                // Every pod has its loopback up before anything else runs in it, whatever wires the
+                // rest (a CNI chain may have no loopback plugin), as containerd and CRI-O do.
+                loopback_up()?;
+            }
             if let (Some(h), true) = (&req2.hostname, req2.kinds.contains(&Kind::Uts)) {
                 nix::unistd::sethostname(h).map_err(Error::sys(format!("sethostname {h:?}")))?;
             }
@@ -90,6 +95,15 @@ pub fn create(dir: &Path, req: &Request) -> Result<Vec<(Kind, PathBuf)>> {
         return Err(e);
     }
     Ok(pins)
+}
+
+/// Sets `lo` up in the calling thread's network namespace.
+fn loopback_up() -> Result<()> {
+    let mut nl = crate::netlink::Netlink::open()?;
+    let lo = nl
+        .link_index("lo")?
+        .ok_or_else(|| Error::Config("a new network namespace has no lo".into()))?;
+    nl.set_up(lo, None)
 }
 
 /// Runs `f` on a thread of its own inside the network namespace pinned at `netns` (sockets it opens
