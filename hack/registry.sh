@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# hack/registry.sh start|stop|restart|status
+# hack/registry.sh start|stop|restart|status|address
 #
 # Runs a private Docker distribution v2 registry (Debian's /usr/bin/docker-registry)
 # for berth's tests and benchmarks:
 #
-#   * listens on 127.0.0.1:5000 only (never on all interfaces), plain HTTP;
+#   * listens on 127.0.0.1 only (never on all interfaces), plain HTTP, on a port of its
+#     own: $BERTH_REGISTRY_PORT if set, else a free port picked at start; the address is
+#     recorded in $BERTH_REGISTRY_DIR/address (`address` prints it);
 #   * no auth at all;
 #   * filesystem storage in $BERTH_REGISTRY_DIR/data, deletes enabled;
 #   * NO blob descriptor cache, so bytes tampered with on disk are served as they are
@@ -15,32 +17,31 @@
 #
 # BERTH_REGISTRY_DIR defaults to /var/lib/berth-test-registry.
 #
-# `start` is a no-op when our registry is already up; it refuses to start when port
-# 5000 is taken by something else (except Debian's packaged registry, which it stops,
-# see below). `stop` only ever signals the pid recorded in our pid file.
-# Exit codes: 0 ok; 1 error; `status` exits 3 when not running.
+# It never touches anything it did not start: `start` is a no-op when our registry is
+# already up and refuses a $BERTH_REGISTRY_PORT someone else holds; `stop` only ever
+# signals the pid recorded in our pid file, after checking it is our registry.
+# Exit codes: 0 ok; 1 error; `status` and `address` exit 3 when not running.
 set -euo pipefail
 
 DIR="${BERTH_REGISTRY_DIR:-/var/lib/berth-test-registry}"
 HOST=127.0.0.1
-PORT=5000
-ADDR="$HOST:$PORT"
-URL="http://$ADDR/v2/"
 BIN=/usr/bin/docker-registry
 CONFIG="$DIR/config.yml"
 PIDFILE="$DIR/registry.pid"
+ADDRFILE="$DIR/address"
 LOG="$DIR/registry.log"
-# Config of the Debian package's own instance (htpasswd auth, listens on :5000).
-DEBIAN_CONFIG=/etc/docker/registry/config.yml
 START_TIMEOUT=20   # seconds to wait for GET /v2/ to answer 200
 STOP_TIMEOUT=10    # seconds to wait for SIGTERM before SIGKILL
+# The address of our registry: the recorded one (set again by `start`).
+ADDR=$(cat "$ADDRFILE" 2>/dev/null || true)
 
 log() { echo "registry.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # HTTP status of GET /v2/ ("000" when nothing answers).
 http_code() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL" 2>/dev/null || true
+  [ -n "$ADDR" ] || { echo 000; return; }
+  curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ADDR/v2/" 2>/dev/null || true
 }
 
 answering() { [ "$(http_code)" = 200 ]; }
@@ -69,51 +70,23 @@ our_pid() {
   if [ -n "$pid" ] && is_ours "$pid"; then echo "$pid"; fi
 }
 
-# Pids of processes listening on TCP port $PORT, any address (one per line).
-# A listener on 0.0.0.0 or [::] would also keep us from binding 127.0.0.1:$PORT.
-listeners() {
-  command -v ss >/dev/null || die "ss (iproute2) is needed: run hack/install-deps.sh"
-  ss -Hltnp "sport = :$PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true
-}
-
+# Is TCP port $1 on 127.0.0.1 (or any address) taken?
 port_in_use() {
-  ss -Hltn "sport = :$PORT" 2>/dev/null | grep -q .
+  command -v ss >/dev/null || die "ss (iproute2) is needed: run hack/install-deps.sh"
+  ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
-# Sends SIGTERM to $1, waits, then SIGKILL. Only ever called with a pid we identified.
-kill_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  log "pid $pid did not exit on SIGTERM after ${STOP_TIMEOUT}s; sending SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  sleep 0.2
-}
-
-# Port 5000 must be free, or held by Debian's packaged registry, which we stop.
-free_port() {
-  local pid exe cmd
-  port_in_use || return 0
-  for pid in $(listeners); do
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
-    cmd=$(cmdline_of "$pid")
-    if [ "$exe" = "$BIN" ] && case " $cmd " in *" $DEBIAN_CONFIG "*) true ;; *) false ;; esac; then
-      log "stopping the Debian package's registry (pid $pid: $cmd) which holds port $PORT"
-      log "  (it uses htpasswd auth; run hack/install-deps.sh to keep it from starting again)"
-      kill_pid "$pid"
+# A port for a new registry: $BERTH_REGISTRY_PORT, refused when someone else holds it, or a
+# free one the kernel picks.
+pick_port() {
+  if [ -n "${BERTH_REGISTRY_PORT:-}" ]; then
+    if port_in_use "$BERTH_REGISTRY_PORT"; then
+      die "BERTH_REGISTRY_PORT=$BERTH_REGISTRY_PORT is in use by another process; it is left alone: pick another port or unset it"
     fi
-  done
-  if port_in_use; then
-    log "error: TCP port $PORT is already in use by something that is not our registry:"
-    ss -ltnp "sport = :$PORT" >&2 || true
-    for pid in $(listeners); do
-      log "  pid $pid: $(cmdline_of "$pid")"
-    done
-    die "free port $PORT (or stop that process) and run '$0 start' again"
+    echo "$BERTH_REGISTRY_PORT"
+    return
   fi
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 write_config() {
@@ -169,14 +142,15 @@ cmd_start() {
       sleep 0.1
     done
     if is_ours "$pid"; then
-      log "pid $pid is running but $URL does not answer 200; restarting it"
+      log "pid $pid is running but http://$ADDR/v2/ does not answer 200; restarting it"
       kill_pid "$pid"
     fi
   fi
   rm -f "$PIDFILE"
 
-  free_port
+  ADDR="$HOST:$(pick_port)"
   write_config
+  echo "$ADDR" >"$ADDRFILE"
 
   log "starting $BIN on $ADDR (storage $DIR/data, log $LOG)"
   {
@@ -198,12 +172,12 @@ cmd_start() {
     fi
     if answering; then
       is_ours "$pid" || die "pid $pid answers but is not $BIN with $CONFIG (unexpected)"
-      log "running (pid $pid): $URL answers 200"
+      log "running (pid $pid): http://$ADDR/v2/ answers 200"
       return 0
     fi
     sleep 0.1
   done
-  log "registry (pid $pid) did not answer 200 on $URL within ${START_TIMEOUT}s (last: $(http_code)); log tail:"
+  log "registry (pid $pid) did not answer 200 on http://$ADDR/v2/ within ${START_TIMEOUT}s (last: $(http_code)); log tail:"
   tail -n 20 "$LOG" >&2 || true
   kill_pid "$pid"
   rm -f "$PIDFILE"
@@ -233,12 +207,16 @@ cmd_status() {
   pid=$(our_pid)
   if [ -z "$pid" ]; then
     echo "not running (dir $DIR)"
-    if port_in_use; then echo "note: port $PORT is in use by another process"; fi
     return 3
   fi
   code=$(http_code)
-  echo "running: pid $pid, $URL -> HTTP $code, storage $DIR/data, log $LOG"
+  echo "running: pid $pid, http://$ADDR/v2/ -> HTTP $code, storage $DIR/data, log $LOG"
   [ "$code" = 200 ] || return 1
+}
+
+cmd_address() {
+  [ -n "$(our_pid)" ] || { log "not running"; return 3; }
+  echo "$ADDR"
 }
 
 case "${1:-}" in
@@ -246,8 +224,9 @@ case "${1:-}" in
   stop) cmd_stop ;;
   restart) cmd_stop; cmd_start ;;
   status) cmd_status ;;
+  address) cmd_address ;;
   *)
-    echo "usage: $0 start|stop|restart|status   (BERTH_REGISTRY_DIR=$DIR)" >&2
+    echo "usage: $0 start|stop|restart|status|address   (BERTH_REGISTRY_DIR=$DIR, BERTH_REGISTRY_PORT)" >&2
     exit 2
     ;;
 esac

@@ -2,12 +2,21 @@
 
 use anyhow::{Context as _, bail};
 
-/// `host:port` of the test registry.
+/// `host:port` of the test registry: `BERTH_TEST_REGISTRY`, else the address `hack/registry.sh`
+/// recorded when it started the registry (on a port of its own).
 pub fn addr() -> String {
-    std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+    if let Ok(a) = std::env::var("BERTH_TEST_REGISTRY") {
+        return a;
+    }
+    let dir = std::env::var("BERTH_REGISTRY_DIR").unwrap_or_else(|_| "/var/lib/berth-test-registry".into());
+    std::fs::read_to_string(format!("{dir}/address"))
+        .map(|a| a.trim().to_string())
+        .unwrap_or_else(|_| {
+            panic!("no test registry address in {dir}/address: run `hack/registry.sh start` (hack/test.sh does)")
+        })
 }
 
-/// A reference to a test image: `image("busybox:latest")` → `127.0.0.1:5000/berth/busybox:latest`.
+/// A reference to a test image: `image("busybox:latest")` → `<registry>/berth/busybox:latest`.
 pub fn image(name: &str) -> String {
     format!("{}/berth/{name}", addr())
 }
