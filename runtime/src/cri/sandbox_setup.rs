@@ -75,13 +75,13 @@ fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Pat
     let opts = namespace_options(cfg);
     let host_net = opts.network == NamespaceMode::Node as i32;
     let host_ipc = opts.ipc == NamespaceMode::Node as i32;
-    let hostname = if host_net {
+    // A pod that names no hostname gets the node's, as containerd gives it (kubelet always names
+    // one; a metadata name need not be a valid hostname).
+    let hostname = if host_net || cfg.hostname.is_empty() {
         nix::unistd::gethostname()
             .map_err(|e| Error::Internal(format!("gethostname: {e}")))?
             .to_string_lossy()
             .to_string()
-    } else if cfg.hostname.is_empty() {
-        cfg.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()
     } else {
         cfg.hostname.clone()
     };
