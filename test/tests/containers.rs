@@ -219,13 +219,37 @@ async fn lifecycle(handler: &str) {
     .unwrap();
     let st = s.wait_state(&sleeper, ContainerState::ContainerRunning).await;
     assert!(st.started_at > 0);
+
+    // A running container is removed forcibly (the CRI says so): killed, then gone with its process.
+    let doomed = s
+        .create(container("doomed", &s.image, &["sleep", "4243"]))
+        .await
+        .unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: doomed.clone(),
+    })
+    .await
+    .unwrap();
+    s.wait_state(&doomed, ContainerState::ContainerRunning).await;
+    rt.remove_container(RemoveContainerRequest {
+        container_id: doomed.clone(),
+    })
+    .await
+    .expect("a running container is removed forcibly");
     let err = rt
-        .remove_container(RemoveContainerRequest {
-            container_id: sleeper.clone(),
+        .container_status(ContainerStatusRequest {
+            container_id: doomed.clone(),
+            verbose: false,
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let left: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\04243\0"))
+        .collect();
+    assert!(left.is_empty(), "the removed container's process is gone: {left:?}");
 
     // ExecSync: output, exit code, the container's view, timeouts.
     let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {

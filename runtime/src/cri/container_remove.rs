@@ -35,9 +35,8 @@ impl Cri {
         }
     }
 
-    /// Removes a container that is not running: its task in the shim, its rootfs snapshot, its bundle
-    /// and its record. A running container is refused (stop it first), as kubelet expects; an
-    /// unknown one succeeds.
+    /// Removes a container: its task in the shim, its rootfs snapshot, its bundle and its record. A
+    /// running container is killed first (the CRI asks for a forced removal); an unknown one succeeds.
     pub async fn remove_container(self: &Arc<Self>, req: RemoveContainerRequest) -> Result<RemoveContainerResponse> {
         let Some(id) = self.containers().resolve(&req.container_id)? else {
             return Ok(RemoveContainerResponse {});
@@ -47,11 +46,13 @@ impl Cri {
     }
 
     pub(crate) async fn remove_container_id(self: &Arc<Self>, id: &str) -> Result<()> {
-        let c = self.container(id)?;
+        let mut c = self.container(id)?;
         if c.state == State::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {id} is running: stop it before removing it"
-            )));
+            // The CRI: "If the container is running, the container must be forcibly removed."
+            // As containerd does, it is killed at once (no grace period) and then removed.
+            tracing::info!(id, "removing a running container: killing it first");
+            self.stop_container_id(id, 0).await?;
+            c = self.container(id)?;
         }
         if !c.shim_address.is_empty() {
             match self.shim(&c.shim_address, id).await {
