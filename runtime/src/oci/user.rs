@@ -79,6 +79,13 @@ pub fn resolve(
     supplemental: &[i64],
     strict: bool,
 ) -> Result<User> {
+    if run_as_group.is_some() && run_as_user.is_none() && run_as_username.is_empty() {
+        // The CRI: run_as_group "should only be specified when run_as_user or run_as_username is
+        // specified; otherwise, the runtime MUST error".
+        return Err(Error::InvalidArgument(
+            "run_as_group is set without run_as_user or run_as_username".into(),
+        ));
+    }
     let pw = passwd(rootfs);
     let (user_part, group_part) = match (run_as_user, run_as_username.is_empty()) {
         (Some(uid), _) => (uid.to_string(), None),
@@ -196,6 +203,9 @@ mod tests {
         );
         assert!(resolve(p, "nobody-here", None, "", None, &[], false).is_err());
         assert!(resolve(p, "0:nogroup", None, "", None, &[], false).is_err());
+        let e = resolve(p, "berth", None, "", Some(7), &[], false).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "a group without a user: {e:?}");
+        assert_eq!(resolve(p, "", None, "berth", Some(7), &[], false).unwrap().gid, 7);
     }
 
     #[test]
