@@ -58,8 +58,9 @@ pub struct RuntimeConfig {
     /// Handlers by name (kubelet's RuntimeClass `handler`). Setting any replaces the built-in list.
     pub handlers: std::collections::BTreeMap<String, Handler>,
     /// The seccomp profile of a container whose request sets none (neither `seccomp` nor
-    /// `seccomp_profile_path`): `runtime/default` (berth's default, safer than containerd 1.6's
-    /// unconfined), `unconfined`, or `localhost/<absolute path>`. kubelet always names one.
+    /// `seccomp_profile_path`): `unconfined` (the default: the CRI says an unset profile is
+    /// unconfined), `runtime/default` (berth's built-in profile), or `localhost/<absolute path>`.
+    /// kubelet always names one.
     pub unset_seccomp_profile: String,
 }
 
@@ -102,7 +103,7 @@ impl Default for RuntimeConfig {
             ]
             .into_iter()
             .collect(),
-            unset_seccomp_profile: "runtime/default".into(),
+            unset_seccomp_profile: "unconfined".into(),
         }
     }
 }
@@ -294,9 +295,10 @@ shm_size = {shm}
 # The handler for pods that name none; kubelet's RuntimeClass handler names pick another.
 default_handler = "runc"
 # Seccomp for a container whose request names no profile (kubelet always names one; crictl may not):
-# "runtime/default" (berth's built-in profile), "unconfined" (containerd 1.6's default), or
+# "unconfined" (what the CRI says an unset profile means, as containerd and CRI-O do),
+# "runtime/default" (berth's built-in profile: safer, for nodes whose clients may leave it unset), or
 # "localhost/<absolute path to a profile>".
-unset_seccomp_profile = "runtime/default"
+unset_seccomp_profile = "unconfined"
 # Each handler: a shim v2 binary (looked up beside berthd, then on PATH), the OCI runtime it drives,
 # and who writes the CRI log: "shim" (berth-shim; logs keep flowing while berthd is down) or
 # "berthd" (containerd's shims hand output to FIFOs, which berthd copies). Defining any handler

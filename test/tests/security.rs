@@ -184,8 +184,14 @@ async fn seccomp_profiles() {
         })
     };
 
-    // Unset: the configured default, runtime/default.
+    // Unset: the configured default, unconfined (what the CRI says an unset profile means).
     let (code, out) = p.run(container("unset", &p.image, probe)).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(field(&out, "Seccomp"), "0", "{out}");
+
+    let mut c = container("default", &p.image, probe);
+    sec(&mut c).seccomp = profile(ProfileType::RuntimeDefault, "");
+    let (code, out) = p.run(c).await;
     assert_eq!(code, 0, "normal programs run: {out}");
     assert_eq!(field(&out, "Seccomp"), "2", "{out}");
     assert_eq!(
@@ -194,10 +200,6 @@ async fn seccomp_profiles() {
         "unshare of a user namespace is blocked: {out}"
     );
     assert_eq!(field(&out, "mkdir="), "0", "{out}");
-
-    let mut c = container("default", &p.image, probe);
-    sec(&mut c).seccomp = profile(ProfileType::RuntimeDefault, "");
-    let (_, out) = p.run(c).await;
     assert_eq!((field(&out, "Seccomp"), field(&out, "userns=")), ("2", "1"), "{out}");
 
     let mut c = container("unconfined", &p.image, probe);
@@ -287,7 +289,7 @@ async fn unset_profile_follows_the_config() {
     registry::require().await;
     let p = Pod::start(
         CGROUP_PARENT,
-        |c| c.runtime.unset_seccomp_profile = "unconfined".into(),
+        |c| c.runtime.unset_seccomp_profile = "runtime/default".into(),
         |_| {},
     )
     .await;
@@ -298,7 +300,11 @@ async fn unset_profile_follows_the_config() {
             "grep '^Seccomp:' /proc/self/status; echo END",
         ))
         .await;
-    assert_eq!(field(&out, "Seccomp"), "0", "{out}");
+    assert_eq!(
+        field(&out, "Seccomp"),
+        "2",
+        "the safer default, where configured: {out}"
+    );
     p.finish().await;
 }
 
