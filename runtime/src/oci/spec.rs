@@ -188,6 +188,27 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount>
         .map_err(bad)
 }
 
+/// A `Bidirectional` mount needs its source on a shared mount, a `HostToContainer` one on a shared
+/// or slave mount (as containerd checks): otherwise nothing would propagate, silently.
+fn check_propagation(host: &Path, mode: MountPropagation) -> Result<()> {
+    let real = std::fs::canonicalize(host).map_err(Error::io(format!("resolve mount source {}", host.display())))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::io("read /proc/self/mountinfo"))?;
+    let p = super::propagation::of(&info, &real)
+        .ok_or_else(|| Error::FailedPrecondition(format!("no mount found for mount source {}", real.display())))?;
+    let (ok, want) = match mode {
+        MountPropagation::PropagationBidirectional => (p.shared, "shared"),
+        _ => (p.shared || p.slave, "shared or slave"),
+    };
+    if !ok {
+        return Err(Error::FailedPrecondition(format!(
+            "mount source {} is not on a {want} mount, which {:?} propagation needs",
+            real.display(),
+            mode
+        )));
+    }
+    Ok(())
+}
+
 fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Result<Mount> {
     let mut opts = vec!["rbind", propagation, "nosuid", "nodev"];
     if readonly {
@@ -317,6 +338,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             None => bind("/dev/shm", Path::new("/dev/shm"), false, "rprivate")?,
         });
     }
+    let mut rootfs_propagation: Option<&str> = None;
     for m in &config.mounts {
         if m.container_path.is_empty() || !m.container_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
@@ -335,12 +357,20 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             // As containerd: a missing host path becomes a directory.
             std::fs::create_dir_all(&host).map_err(Error::io(format!("create mount source {}", host.display())))?;
         }
-        let propagation =
-            match MountPropagation::try_from(m.propagation).unwrap_or(MountPropagation::PropagationPrivate) {
-                MountPropagation::PropagationPrivate => "rprivate",
-                MountPropagation::PropagationHostToContainer => "rslave",
-                MountPropagation::PropagationBidirectional => "rshared",
+        let mode = MountPropagation::try_from(m.propagation).unwrap_or(MountPropagation::PropagationPrivate);
+        let propagation = match mode {
+            MountPropagation::PropagationPrivate => "rprivate",
+            MountPropagation::PropagationHostToContainer => "rslave",
+            MountPropagation::PropagationBidirectional => "rshared",
+        };
+        if mode != MountPropagation::PropagationPrivate {
+            check_propagation(&host, mode)?;
+            // The container's root must propagate too, or runc's default (rslave) cuts the mount off.
+            rootfs_propagation = match (rootfs_propagation, mode) {
+                (_, MountPropagation::PropagationBidirectional) | (Some("rshared"), _) => Some("rshared"),
+                _ => Some("rslave"),
             };
+        }
         mounts.push(bind(&m.container_path, &host, m.readonly, propagation)?);
     }
 
@@ -429,16 +459,24 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     if let Some(s) = seccomp {
         linux = linux.seccomp(s);
     }
-    // Always set: oci-spec's defaults would mask and make read-only paths for privileged containers too.
-    linux = if sec.privileged {
-        linux
-            .masked_paths(Vec::<String>::new())
-            .readonly_paths(Vec::<String>::new())
-    } else {
-        linux
-            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    if let Some(p) = rootfs_propagation {
+        linux = linux.rootfs_propagation(p);
+    }
+    // Always set: oci-spec's defaults would mask and make read-only paths for privileged containers
+    // too. The request's lists (kubelet sends its defaults, or none for `procMount: Unmasked`) win
+    // over berth's; an empty list means berth's defaults, as containerd reads it.
+    let paths = |asked: &[String], default: &[&str]| -> Vec<String> {
+        if sec.privileged {
+            Vec::new()
+        } else if asked.is_empty() {
+            default.iter().map(|s| s.to_string()).collect()
+        } else {
+            asked.to_vec()
+        }
     };
+    linux = linux
+        .masked_paths(paths(&sec.masked_paths, MASKED_PATHS))
+        .readonly_paths(paths(&sec.readonly_paths, READONLY_PATHS));
 
     let mut annotations: HashMap<String, String> = config.annotations.clone();
     let meta = sandbox.metadata();
