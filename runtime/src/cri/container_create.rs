@@ -43,8 +43,10 @@ impl Cri {
         self.containers()
             .reserve(&name_key(&config, &sandbox.name_key()), &id)?;
         let bundle = self.config.state.join("containers").join(&id);
+        // A container that names no log (kubelet always names one; crictl and critest may not)
+        // logs into its bundle, removed with it: attach follows the log, and `crictl logs` works.
         let log_path = match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
-            (_, "") => PathBuf::new(),
+            (_, "") => bundle.join("container.log"),
             ("", p) => PathBuf::from(p),
             (d, p) => PathBuf::from(d).join(p),
         };
