@@ -356,8 +356,12 @@ impl Cri {
 
 /// The log file, positioned at its end, with its inode (to notice rotation).
 async fn open_at_end(path: &Path) -> Option<(tokio::fs::File, u64)> {
+    open_at(path, std::io::SeekFrom::End(0)).await
+}
+
+async fn open_at(path: &Path, pos: std::io::SeekFrom) -> Option<(tokio::fs::File, u64)> {
     let mut f = tokio::fs::File::open(path).await.ok()?;
-    f.seek(std::io::SeekFrom::End(0)).await.ok()?;
+    f.seek(pos).await.ok()?;
     let ino = f
         .metadata()
         .await
@@ -366,7 +370,7 @@ async fn open_at_end(path: &Path) -> Option<(tokio::fs::File, u64)> {
     Some((f, ino))
 }
 
-/// Follows a CRI log from `file` (or from the end of the file at `path`, once there is one),
+/// Follows a CRI log from `file` (or from the start of the file at `path`, once there is one),
 /// writing entries' content to stdout or stderr. Picks up a rotated log (a new file at the path).
 /// Returns only when the outputs are gone.
 async fn follow_log(path: PathBuf, mut file: Option<(tokio::fs::File, u64)>, stdout: Option<Out>, stderr: Option<Out>) {
@@ -377,7 +381,9 @@ async fn follow_log(path: PathBuf, mut file: Option<(tokio::fs::File, u64)>, std
     let mut buf = vec![0u8; 32 << 10];
     loop {
         if file.is_none() {
-            file = open_at_end(&path).await;
+            // There was no log when the attach began (a shim creates it at the first output): all
+            // of it is new, so it is read from its start.
+            file = open_at(&path, std::io::SeekFrom::Start(0)).await;
             if file.is_none() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

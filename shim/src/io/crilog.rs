@@ -2,8 +2,10 @@
 //!
 //! Each record is `<RFC 3339 time> <stdout|stderr> <F|P> <content>\n`, as kubelet reads it and as
 //! containerd writes it: `F` ends a line (its `\n` or `\r\n` removed), `P` is part of one. A line longer
-//! than [`MAX_LINE`] becomes `P` pieces of exactly that size followed by the `F` rest, and output that
-//! ends without a newline is written as a final `P` record.
+//! than [`MAX_LINE`] becomes `P` pieces of exactly that size followed by the `F` rest. Output that has
+//! no newline yet when the pipe has nothing more to give (a prompt, `echo -n`) is written at once as a
+//! `P` record, as CRI-O's conmon does, so readers of the log (attach, `crictl logs -f`) see it without
+//! waiting for the line's end.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -90,6 +92,15 @@ impl LineSplitter {
             let keep = rest.len();
             let start = self.buf.len() - keep;
             self.buf.drain(..start);
+        }
+    }
+
+    /// Emits what is held of an unfinished line as a `P` record now, unless it ends in `\r` (maybe the
+    /// first half of a `\r\n`).
+    pub fn flush(&mut self, emit: &mut impl FnMut(Tag, &[u8])) {
+        if !self.buf.is_empty() && self.buf.last() != Some(&b'\r') {
+            emit(Tag::Partial, &self.buf);
+            self.buf.clear();
         }
     }
 
@@ -188,6 +199,7 @@ pub async fn copy(pipe: OwnedFd, stream: Stream, log: std::sync::Arc<CriLog>) {
             splitter.finish(&mut emit);
         } else {
             splitter.push(&buf[..n], &mut emit);
+            splitter.flush(&mut emit);
         }
         if !out.is_empty() {
             if let Err(e) = log.write(&out)
@@ -220,6 +232,23 @@ mod tests {
         }
         s.finish(&mut emit);
         got
+    }
+
+    #[test]
+    fn flushed_partial_lines_are_written_at_once() {
+        let mut s = LineSplitter::new(MAX_LINE);
+        let mut got = Vec::new();
+        let mut emit = |t: Tag, c: &[u8]| got.push((t, String::from_utf8_lossy(c).into_owned()));
+        for chunk in [&b"hello"[..], b" world\nprompt> ", b"a\r", b"\nb"] {
+            s.push(chunk, &mut emit);
+            s.flush(&mut emit);
+        }
+        s.finish(&mut emit);
+        assert_eq!(
+            got,
+            vec![p("hello"), f(" world"), p("prompt> "), f("a"), p("b")],
+            "a \\r waits for its \\n"
+        );
     }
 
     fn f(s: &str) -> (Tag, String) {
