@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite on this machine, as root: installs what it needs, starts the local
-# registry, builds and pushes the test images, checks formatting and lints, then runs every test.
+# registry, builds and pushes the test images, checks formatting and lints, then runs every test and
+# the CRI conformance suite (hack/critest.sh).
 # The registry is stopped again if this script started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 hack/test-images.py
+# The registry runs on a port of its own; the tests read its address from here.
+BERTH_TEST_REGISTRY=$(bash hack/registry.sh address)
+export BERTH_TEST_REGISTRY
+python3 hack/test-images.py --registry "$BERTH_TEST_REGISTRY"
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
@@ -33,6 +37,8 @@ scratch=${BERTH_TEST_DIR:-/var/lib/berth-test}
 mkdir -p "$scratch" && rm -f "$scratch/NOT-TESTED"
 status=0
 cargo test --locked --workspace --no-fail-fast || status=$?
+# The CRI conformance suite (critest 1.36.0 from ../shared/tools) against a berthd of its own.
+bash hack/critest.sh || status=$?
 if [ -s "$scratch/NOT-TESTED" ]; then
   echo
   echo "************************************************************************"

@@ -247,7 +247,7 @@ async fn lifecycle(handler: &str) {
     let left: Vec<_> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\04243\0"))
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x004243\x00"))
         .collect();
     assert!(left.is_empty(), "the removed container's process is gone: {left:?}");
 

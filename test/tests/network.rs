@@ -733,3 +733,116 @@ async fn builtin_bridge_dual_stack() {
     let ipam = berth_cni::ipam::Ipam::new(d.config.state.join("network/ipam"));
     assert!(ipam.allocations().is_empty());
 }
+
+/// A container of `pod` running `cmd` (`sh -c`); returns its ID once started.
+async fn start_in(d: &Daemon, pod: &Pod, image: &str, name: &str, cmd: &str) -> String {
+    let mut rt = d.runtime().await.unwrap();
+    let c = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), cmd.into()],
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    };
+    let cid = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(c),
+            sandbox_config: Some(pod.cfg.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .unwrap();
+    cid
+}
+
+/// A pod wired by a CNI chain with no loopback plugin (as many cluster networks' chains are) has its
+/// `lo` up anyway, so its containers talk to each other on 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_pod_containers_talk_over_loopback() {
+    require_root!();
+    registry::require().await;
+    let d = Daemon::start_with(|c| c.network.mode = berth_cni::Mode::Cni)
+        .await
+        .unwrap();
+    let bridge = format!("bl{}", std::process::id() % 1_000_000);
+    let _del = DelLink(bridge.clone());
+    let subnet = format!("10.{}.251.0/24", 128 + std::process::id() % 127);
+    let mut conf: serde_json::Value = serde_json::from_str(&conflist(&d, &bridge, &subnet)).unwrap();
+    conf["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["type"] != "loopback");
+    std::fs::create_dir_all(cni_dir(&d)).unwrap();
+    std::fs::write(cni_dir(&d).join("10-test.conflist"), conf.to_string()).unwrap();
+    let image = pull(&d).await;
+
+    let id = run(&d, pod("lo-pod", vec![])).await.unwrap().pod_sandbox_id;
+    let p = Pod {
+        id: id.clone(),
+        cfg: pod("lo-pod", vec![]),
+        ip: String::new(),
+    };
+    // The server binds 127.0.0.1 itself: with lo down that fails ("Cannot assign requested address").
+    start_in(
+        &d,
+        &p,
+        &image,
+        "server",
+        "mkdir -p /www && echo over-loopback >/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
+    )
+    .await;
+    let client = start_in(&d, &p, &image, "client", "sleep 1000").await;
+    let exec_in = |cmd: &'static str| {
+        let d = &d;
+        let client = client.clone();
+        async move {
+            let r = d
+                .runtime()
+                .await
+                .unwrap()
+                .exec_sync(ExecSyncRequest {
+                    container_id: client,
+                    cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+                    timeout: 20,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (r.exit_code, String::from_utf8_lossy(&r.stdout).trim().to_string())
+        }
+    };
+    let (_, flags) = exec_in("cat /sys/class/net/lo/flags").await;
+    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        flags & 1,
+        1,
+        "lo is up (IFF_UP) in a CNI pod without a loopback plugin: {flags:#x}"
+    );
+    let t0 = Instant::now();
+    loop {
+        let (code, out) = exec_in("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 127.0.0.1 8080").await;
+        if code == 0 && out.ends_with("over-loopback") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the second container never reached the first on 127.0.0.1:8080: {code} {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    remove_pod(&d, &id).await;
+    remove_test_cgroups();
+}

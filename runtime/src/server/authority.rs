@@ -359,7 +359,9 @@ mod tests {
 
     #[test]
     fn authorities_h2_refuses_become_localhost_and_good_ones_stay() {
-        let cases: [(Option<&[u8]>, Option<&[u8]>); 6] = [
+        /// (what the client sends, what h2 gets; `None` for "what h2 accepts, kept as it is").
+        type Case = (Option<&'static [u8]>, Option<&'static [u8]>);
+        let cases: [Case; 6] = [
             (Some(b"/run/berth/berth.sock"), Some(b"localhost")),
             (Some(b"%2Frun%2Fberth%2Fberth.sock"), None), // whatever h2 takes, kept as it is
             (Some(b"localhost"), Some(b"localhost")),

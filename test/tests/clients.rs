@@ -1,0 +1,349 @@
+//! The CRI socket as clients berth did not write reach it, as root:
+//! - raw HTTP/2 frames with every `:authority` form gRPC clients send over a unix socket (the socket
+//!   path, the path percent-encoded, `localhost`, empty, none): each call answered, none reset;
+//! - the Python `grpcio` client (PyPI, pinned in /opt/berth-test-venv by hack/install-deps.sh), with
+//!   stubs generated from the CRI protos, with its own authority and with each of those forced;
+//! - `crictl` 1.26.1 (whose gRPC sends the socket path as `:authority`) and 1.36.0, from
+//!   ../shared/tools, through a whole pod and container lifecycle (NOT TESTED where absent).
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use berth_test::{Daemon, registry, report_not_tested, require_root};
+use serde_json::Value;
+
+const CGROUP_PARENT: &str = "/berth-test-clients";
+
+// ---- raw HTTP/2 -------------------------------------------------------------------------------
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), first byte ORed with `flags`.
+fn hpack_int(out: &mut Vec<u8>, flags: u8, n: u8, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(flags | v as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// A header as "literal without indexing, new name", no Huffman (RFC 7541 §6.2.2).
+fn literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.push(0x00);
+    hpack_int(out, 0, 7, name.len());
+    out.extend_from_slice(name);
+    hpack_int(out, 0, 7, value.len());
+    out.extend_from_slice(value);
+}
+
+fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// What came back for a Version call on stream 1.
+#[derive(Debug, Default)]
+struct Answer {
+    data: Vec<u8>,
+    trailers: Vec<(String, String)>,
+    reset: Option<u32>,
+    goaway: bool,
+}
+
+/// One RuntimeService/Version call over a fresh connection, written frame by frame.
+fn raw_version(socket: &Path, authority: Option<&[u8]>) -> Answer {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut block = Vec::new();
+    literal(&mut block, b":method", b"POST");
+    literal(&mut block, b":scheme", b"http");
+    literal(&mut block, b":path", b"/runtime.v1.RuntimeService/Version");
+    if let Some(a) = authority {
+        literal(&mut block, b":authority", a);
+    }
+    literal(&mut block, b"content-type", b"application/grpc");
+    literal(&mut block, b"te", b"trailers");
+    // VersionRequest { version: "0.1.0" }, in a gRPC message frame.
+    let msg = [0x0a, 5, b'0', b'.', b'1', b'.', b'0'];
+    let mut grpc = vec![0, 0, 0, 0, msg.len() as u8];
+    grpc.extend_from_slice(&msg);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    out.extend(frame(0x1, 0x4, 1, &block)); // HEADERS, END_HEADERS
+    out.extend(frame(0x0, 0x1, 1, &grpc)); // DATA, END_STREAM
+    s.write_all(&out).unwrap();
+
+    let mut ans = Answer::default();
+    let mut dec = loona_hpack::Decoder::new();
+    let mut header = [0u8; 9];
+    loop {
+        if s.read_exact(&mut header).is_err() {
+            return ans;
+        }
+        let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let (ty, flags) = (header[3], header[4]);
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        match ty {
+            0x4 if flags & 1 == 0 => s.write_all(&frame(0x4, 1, 0, &[])).unwrap(), // ACK their SETTINGS
+            0x0 if stream == 1 => ans.data.extend_from_slice(&payload),
+            0x1 if stream == 1 => {
+                let fields = dec.decode(&payload).expect("HPACK from berthd decodes");
+                let end = flags & 1 != 0;
+                if end {
+                    ans.trailers = fields
+                        .into_iter()
+                        .map(|(n, v)| (String::from_utf8_lossy(&n).into(), String::from_utf8_lossy(&v).into()))
+                        .collect();
+                    return ans;
+                }
+            }
+            0x3 if stream == 1 => {
+                ans.reset = Some(u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]));
+                return ans;
+            }
+            0x7 => {
+                ans.goaway = true;
+                return ans;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_authority_form_is_answered_over_raw_http2() {
+    require_root!();
+    let d = Daemon::start().await.unwrap();
+    let socket = d.socket().to_path_buf();
+    let path = socket.display().to_string();
+    let encoded = path.replace('/', "%2F");
+    let forms: Vec<(&str, Option<Vec<u8>>)> = vec![
+        (
+            "the socket path (grpc-go before 1.5x, crictl 1.26)",
+            Some(path.clone().into_bytes()),
+        ),
+        ("the socket path percent-encoded", Some(encoded.into_bytes())),
+        ("localhost (current grpc-go)", Some(b"localhost".to_vec())),
+        ("empty", Some(Vec::new())),
+        ("none at all", None),
+        ("a long path", Some(format!("/{}", "x".repeat(300)).into_bytes())),
+    ];
+    for (what, authority) in forms {
+        let s = socket.clone();
+        let a = tokio::task::spawn_blocking(move || raw_version(&s, authority.as_deref()))
+            .await
+            .unwrap();
+        assert_eq!(a.reset, None, ":authority {what}: the stream was reset ({a:?})");
+        assert!(!a.goaway, ":authority {what}: the connection was closed ({a:?})");
+        assert!(
+            a.trailers.iter().any(|(n, v)| n == "grpc-status" && v == "0"),
+            ":authority {what}: grpc-status 0 in the trailers: {a:?}"
+        );
+        assert!(
+            a.data.windows(5).any(|w| w == b"berth"),
+            ":authority {what}: the VersionResponse names berth: {a:?}"
+        );
+    }
+}
+
+// ---- Python grpcio ----------------------------------------------------------------------------
+
+const VENV: &str = "/opt/berth-test-venv";
+
+/// The CRI v1 protos berth's bindings are generated from: the `k8s-cri` crate's, at the version
+/// Cargo.lock names, in cargo's registry sources (cargo unpacked them to build berth).
+fn cri_proto() -> PathBuf {
+    let lock = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).unwrap();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"k8s-cri\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .expect("k8s-cri in Cargo.lock")
+        .trim_matches('"')
+        .to_string();
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    std::fs::read_dir(home.join("registry/src"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join(format!("k8s-cri-{version}/proto/v1.proto")))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("k8s-cri {version}'s proto/v1.proto not under {}", home.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_client_is_answered() {
+    require_root!();
+    let py = Path::new(VENV).join("bin/python3");
+    let ok = Command::new(&py)
+        .args(["-c", "import grpc, grpc_tools.protoc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "grpcio is not installed in {VENV}: run hack/install-deps.sh as root (it pins grpcio and grpcio-tools there)"
+    );
+    let proto = cri_proto();
+    let d = Daemon::start().await.unwrap();
+    let socket = d.socket().display().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/interop/cri_grpc.py");
+    for authority in [None, Some(socket.as_str()), Some("localhost"), Some("")] {
+        let mut cmd = Command::new(&py);
+        cmd.arg(&script).arg(&socket).arg(&proto);
+        if let Some(a) = authority {
+            cmd.arg(format!("--authority={a}"));
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "cri_grpc.py ({authority:?}) printed no JSON ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        println!("grpcio, authority {authority:?}: {v}");
+        assert_eq!(v["version"]["runtime_name"], "berth", "authority {authority:?}: {v}");
+        assert_eq!(
+            v["version"]["runtime_api_version"], "v1",
+            "authority {authority:?}: {v}"
+        );
+        assert_eq!(
+            v["image_fs_info"]["image_filesystems"], 1,
+            "authority {authority:?}: {v}"
+        );
+        assert_eq!(v["list_pod_sandbox"]["items"], 0, "authority {authority:?}: {v}");
+    }
+}
+
+// ---- crictl -----------------------------------------------------------------------------------
+
+fn tool(name: &str) -> Option<PathBuf> {
+    let p = std::env::var_os("BERTH_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools"))
+        .join(name);
+    p.is_file().then_some(p)
+}
+
+/// Runs crictl against the daemon; returns stdout, failing the test (with stderr) on a non-zero exit.
+async fn crictl(bin: &Path, socket: &Path, args: &[&str]) -> String {
+    let ep = format!("unix://{}", socket.display());
+    let mut cmd = Command::new(bin);
+    cmd.args(["--runtime-endpoint", &ep, "--image-endpoint", &ep, "--timeout", "60s"])
+        .args(args)
+        .env("HOME", "/nonexistent");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed ({}): {stdout}\n{}",
+        bin.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_drives_a_whole_pod_lifecycle() {
+    require_root!();
+    registry::require().await;
+    let image = registry::image("busybox:latest");
+    for name in ["crictl-1.26.1", "crictl-1.36.0"] {
+        let Some(bin) = tool(name) else {
+            report_not_tested(
+                &format!("clients::crictl_drives_a_whole_pod_lifecycle ({name})"),
+                "../shared/tools has no such binary",
+            );
+            continue;
+        };
+        let d = Daemon::start().await.unwrap();
+        let sock = d.socket().to_path_buf();
+        let c = |args: &'static [&'static str]| crictl(&bin, &sock, args);
+        let v = c(&["version"]).await;
+        assert!(
+            v.contains("RuntimeName:  berth") && v.contains("RuntimeApiVersion:  v1"),
+            "{name}: {v}"
+        );
+        let info: Value = serde_json::from_str(&c(&["info", "-o", "json"]).await).unwrap();
+        assert_eq!(info["status"]["conditions"][0]["status"], true, "{name}: {info}");
+
+        let sockp = sock.clone();
+        let pulled = crictl(&bin, &sockp, &["pull", &image]).await;
+        assert!(pulled.contains("sha256:"), "{name}: {pulled}");
+        let images = c(&["images", "-o", "json"]).await;
+        assert!(images.contains("berth/busybox"), "{name}: {images}");
+
+        let dir = d.dir.path();
+        let uid = format!("uid-{name}");
+        let pod = serde_json::json!({
+            "metadata": {"name": format!("pod-{}", name.replace('.', "-")), "namespace": "clients", "uid": uid},
+            "log_directory": dir.join("logs"),
+            "linux": {"cgroup_parent": CGROUP_PARENT},
+        });
+        let ctr = serde_json::json!({
+            "metadata": {"name": "shell"},
+            "image": {"image": image},
+            "command": ["sh", "-c", "echo started-by-crictl; exec sleep 1000"],
+            "log_path": "shell.log",
+            "linux": {},
+        });
+        let (pod_json, ctr_json) = (dir.join("pod.json"), dir.join("ctr.json"));
+        std::fs::write(&pod_json, pod.to_string()).unwrap();
+        std::fs::write(&ctr_json, ctr.to_string()).unwrap();
+        let (pj, cj) = (pod_json.display().to_string(), ctr_json.display().to_string());
+        let pod_id = crictl(&bin, &sock, &["runp", &pj]).await.trim().to_string();
+        let ctr_id = crictl(&bin, &sock, &["create", &pod_id, &cj, &pj])
+            .await
+            .trim()
+            .to_string();
+        crictl(&bin, &sock, &["start", &ctr_id]).await;
+        let out = crictl(&bin, &sock, &["exec", "-s", &ctr_id, "echo", "exec-ok"]).await;
+        assert_eq!(out.trim(), "exec-ok", "{name}");
+        let mut logs = String::new();
+        for _ in 0..50 {
+            logs = crictl(&bin, &sock, &["logs", &ctr_id]).await;
+            if logs.contains("started-by-crictl") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(logs.contains("started-by-crictl"), "{name}: logs {logs:?}");
+        let ps = crictl(&bin, &sock, &["ps", "-o", "json"]).await;
+        let ps: Value = serde_json::from_str(&ps).unwrap();
+        assert_eq!(ps["containers"][0]["state"], "CONTAINER_RUNNING", "{name}: {ps}");
+        let inspect: Value = serde_json::from_str(&crictl(&bin, &sock, &["inspectp", &pod_id]).await).unwrap();
+        assert_eq!(inspect["status"]["state"], "SANDBOX_READY", "{name}: {inspect}");
+        // crictl rm -f removes a running container; then the pod goes.
+        crictl(&bin, &sock, &["rm", "-f", &ctr_id]).await;
+        crictl(&bin, &sock, &["stopp", &pod_id]).await;
+        crictl(&bin, &sock, &["rmp", &pod_id]).await;
+        let pods: Value = serde_json::from_str(&c(&["pods", "-o", "json"]).await).unwrap();
+        assert_eq!(pods["items"].as_array().map(Vec::len), Some(0), "{name}: {pods}");
+        crictl(&bin, &sock, &["rmi", &image]).await;
+        drop(d);
+    }
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
+    }
+}
