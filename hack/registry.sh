@@ -70,6 +70,19 @@ our_pid() {
   if [ -n "$pid" ] && is_ours "$pid"; then echo "$pid"; fi
 }
 
+# Sends SIGTERM to $1, waits, then SIGKILL. Only ever called with a pid we identified.
+kill_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "pid $pid did not exit on SIGTERM after ${STOP_TIMEOUT}s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  sleep 0.2
+}
+
 # Is TCP port $1 on 127.0.0.1 (or any address) taken?
 port_in_use() {
   command -v ss >/dev/null || die "ss (iproute2) is needed: run hack/install-deps.sh"
