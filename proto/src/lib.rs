@@ -1,7 +1,8 @@
 //! Protocol types for berth.
 //!
 //! Everything that crosses a socket is defined here, so every crate in the workspace shares one version of
-//! the generated code and of `tonic`/`prost`. This crate holds no logic.
+//! the generated code and of `tonic`/`prost`, and so do the rules of berth's own contract between
+//! berthd and berth-shim ([`contract`]). This crate holds no other logic.
 
 /// CRI v1: `runtime.v1.RuntimeService` and `runtime.v1.ImageService` messages, clients and servers.
 pub use k8s_cri::v1 as cri;
@@ -18,6 +19,8 @@ pub const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
 pub const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
 /// The events service a shim's host serves at `TTRPC_ADDRESS`.
 pub const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
+
+pub mod contract;
 
 pub use prost;
 pub use tonic;

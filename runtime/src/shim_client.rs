@@ -12,20 +12,18 @@ use berth_proto::shim::ttrpc::asynchronous::{Client, transport::Socket};
 
 use crate::error::{Error, Result};
 
-/// The containerd namespace berth's shims run in (it keys runc state and shim sockets).
-pub const NAMESPACE: &str = "k8s.io";
+pub use berth_proto::contract::NAMESPACE;
 
-/// The socket berth-shim serves the shim group `group` on, computed as `berth-shim start` computes
-/// it (see shim/README.md): `<dir of the events socket>/s/<32 hex of sha256("<address>/<ns>/<group>")>`.
+/// The socket berth-shim serves the shim group `group` on, as `berth-shim start` names it (both
+/// through [`berth_proto::contract::shim_socket`]), for the host address berthd gives its shims.
 pub fn group_socket(events_socket: &Path, group: &str) -> std::path::PathBuf {
-    use sha2::Digest as _;
     let address = events_socket.with_extension("grpc");
-    let digest = sha2::Sha256::digest(format!("{}/{NAMESPACE}/{group}", address.display()).as_bytes());
-    events_socket
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join("s")
-        .join(&hex::encode(digest)[..32])
+    berth_proto::contract::shim_socket(
+        events_socket.parent().unwrap_or(Path::new("/")),
+        &address.display().to_string(),
+        NAMESPACE,
+        group,
+    )
 }
 
 /// Whether `shim` names berth's own shim (whose sockets [`group_socket`] knows).

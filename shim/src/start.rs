@@ -19,13 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::fcntl::{Flock, FlockArg};
-use sha2::{Digest, Sha256};
 
 use crate::args::Flags;
 use crate::sys;
 
-/// Annotations that group containers into one shim, in containerd's order of precedence.
-pub const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+pub use berth_proto::contract::GROUP_ANNOTATIONS;
 /// Longest unix socket path (`sun_path` is 108 bytes, with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -74,8 +72,7 @@ pub fn group(config_json: &Path, id: &str) -> String {
 pub fn socket_path(ttrpc_address: &str, address: &str, namespace: &str, group: &str) -> Result<PathBuf, StartError> {
     let events = Path::new(ttrpc_address.strip_prefix("unix://").unwrap_or(ttrpc_address));
     let dir = events.parent().unwrap_or(Path::new("/"));
-    let digest = Sha256::digest(format!("{address}/{namespace}/{group}").as_bytes());
-    let path = dir.join("s").join(&hex::encode(digest)[..32]);
+    let path = berth_proto::contract::shim_socket(dir, address, namespace, group);
     if path.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(StartError::SocketPathTooLong(path.display().to_string()));
     }
