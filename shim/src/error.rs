@@ -43,9 +43,11 @@ impl Error {
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
             Error::Runc(e) if e.is_missing() => Code::NOT_FOUND,
             Error::Runc(_) => Code::INTERNAL,
+            // A file the shim needs that is missing (a FIFO, a log directory) is a precondition
+            // that failed, not the object of the call being gone: NOT_FOUND would make berthd's
+            // Stop/Remove take it for "already gone".
             Error::Io { source, .. } => match source.kind() {
-                io::ErrorKind::NotFound => Code::NOT_FOUND,
-                io::ErrorKind::PermissionDenied => Code::FAILED_PRECONDITION,
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => Code::FAILED_PRECONDITION,
                 _ => Code::INTERNAL,
             },
         }
@@ -108,7 +110,7 @@ mod tests {
             path: "/x".into(),
             source: io::Error::from(kind),
         };
-        assert_eq!(status(io(io::ErrorKind::NotFound)).0, Code::NOT_FOUND);
+        assert_eq!(status(io(io::ErrorKind::NotFound)).0, Code::FAILED_PRECONDITION);
         assert_eq!(status(io(io::ErrorKind::PermissionDenied)).0, Code::FAILED_PRECONDITION);
         assert_eq!(status(io(io::ErrorKind::Other)).0, Code::INTERNAL);
     }
