@@ -91,39 +91,16 @@ async fn serving_pod(d: &Daemon, image: &str, name: &str, ports: Vec<PortMapping
         .unwrap();
     let ip = st.network.unwrap().ip;
     assert!(!ip.is_empty(), "pod {name} has an IP");
-    let c = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: "server".into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec![
-            "sh".into(),
-            "-c".into(),
-            format!("while true; do echo {reply} | nc -l -p 8080; done"),
-        ],
-        linux: Some(LinuxContainerConfig::default()),
-        ..Default::default()
-    };
-    let cid = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: id.clone(),
-            config: Some(c),
-            sandbox_config: Some(cfg.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: cid.clone(),
-    })
-    .await
-    .unwrap();
-    Pod { id, cfg, ip }
+    let pod = Pod { id, cfg, ip };
+    start_in(
+        d,
+        &pod,
+        image,
+        "server",
+        &format!("while true; do echo {reply} | nc -l -p 8080; done"),
+    )
+    .await;
+    pod
 }
 
 async fn containers_of(d: &Daemon, pod: &str) -> Vec<String> {
@@ -147,12 +124,17 @@ async fn containers_of(d: &Daemon, pod: &str) -> Vec<String> {
 
 async fn exec(d: &Daemon, pod: &str, cmd: &str) -> (i32, String) {
     let cid = containers_of(d, pod).await.remove(0);
+    exec_in_container(d, &cid, cmd).await
+}
+
+/// `sh -c cmd` in container `cid`: its exit code, and stdout followed by stderr.
+async fn exec_in_container(d: &Daemon, cid: &str, cmd: &str) -> (i32, String) {
     let r = d
         .runtime()
         .await
         .unwrap()
         .exec_sync(ExecSyncRequest {
-            container_id: cid,
+            container_id: cid.into(),
             cmd: vec!["sh".into(), "-c".into(), cmd.into()],
             timeout: 20,
         })
@@ -806,22 +788,10 @@ async fn cni_pod_containers_talk_over_loopback() {
     .await;
     let client = start_in(&d, &p, &image, "client", "sleep 1000").await;
     let exec_in = |cmd: &'static str| {
-        let d = &d;
-        let client = client.clone();
+        let (d, client) = (&d, client.clone());
         async move {
-            let r = d
-                .runtime()
-                .await
-                .unwrap()
-                .exec_sync(ExecSyncRequest {
-                    container_id: client,
-                    cmd: vec!["sh".into(), "-c".into(), cmd.into()],
-                    timeout: 20,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            (r.exit_code, String::from_utf8_lossy(&r.stdout).trim().to_string())
+            let (code, out) = exec_in_container(d, &client, cmd).await;
+            (code, out.trim().to_string())
         }
     };
     let (_, flags) = exec_in("cat /sys/class/net/lo/flags").await;
