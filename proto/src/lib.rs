@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses a socket is defined here, so every crate in the workspace shares one version of
 //! the generated code and of `tonic`/`prost`, and so do the rules of berth's own contract between
-//! berthd and berth-shim ([`contract`]). This crate holds no other logic.
+//! berthd and berth-shim ([`contract`]) and the CRI log line both write ([`crilog`]). This crate holds
+//! no other logic.
 
 /// CRI v1: `runtime.v1.RuntimeService` and `runtime.v1.ImageService` messages, clients and servers.
 pub use k8s_cri::v1 as cri;
@@ -21,6 +22,7 @@ pub const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
 pub const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 
 pub mod contract;
+pub mod crilog;
 
 pub use prost;
 pub use tonic;

@@ -26,7 +26,7 @@ impl Log for Stderr {
             return;
         }
         let mut line = Vec::with_capacity(128);
-        crate::time::push_rfc3339_nano(&mut line, SystemTime::now());
+        berth_proto::crilog::push_timestamp(&mut line, SystemTime::now());
         let level = match record.level() {
             Level::Error => "error",
             Level::Warn => "warn",

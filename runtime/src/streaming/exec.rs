@@ -414,7 +414,7 @@ async fn follow_log(path: PathBuf, mut file: Option<(tokio::fs::File, u64)>, std
         pending.extend(&buf[..n]);
         while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=nl).collect();
-            let Some((stream, content)) = decode_entry(&line[..line.len() - 1]) else {
+            let Some((stream, content)) = berth_proto::crilog::decode_record(&line[..line.len() - 1]) else {
                 continue;
             };
             let out = if stream == "stderr" { &stderr } else { &stdout };
@@ -425,20 +425,6 @@ async fn follow_log(path: PathBuf, mut file: Option<(tokio::fs::File, u64)>, std
             }
         }
     }
-}
-
-/// `<time> <stream> <F|P> <content>` → (stream, content with the newline an `F` entry implies).
-fn decode_entry(line: &[u8]) -> Option<(&str, Vec<u8>)> {
-    let mut parts = line.splitn(4, |b| *b == b' ');
-    let _time = parts.next()?;
-    let stream = std::str::from_utf8(parts.next()?).ok()?;
-    let tag = parts.next()?;
-    let content = parts.next().unwrap_or_default();
-    let mut out = content.to_vec();
-    if tag.first() == Some(&b'F') {
-        out.push(b'\n');
-    }
-    Some((stream, out))
 }
 
 #[cfg(test)]
@@ -457,18 +443,5 @@ mod tests {
         assert!(status_message(&Outcome::Exited(0), false).is_empty());
         let m = status_message(&Outcome::Failed(Error::NotFound("container x".into())), false);
         assert!(String::from_utf8(m).unwrap().contains("container x"));
-    }
-
-    #[test]
-    fn log_entries_decode_to_raw_output() {
-        assert_eq!(
-            decode_entry(b"2024-01-01T00:00:00.000000000Z stdout F hi there"),
-            Some(("stdout", b"hi there\n".to_vec()))
-        );
-        assert_eq!(
-            decode_entry(b"2024-01-01T00:00:00.000000000Z stderr P part"),
-            Some(("stderr", b"part".to_vec()))
-        );
-        assert_eq!(decode_entry(b"garbage"), None);
     }
 }

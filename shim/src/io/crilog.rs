@@ -17,8 +17,6 @@ use std::time::SystemTime;
 
 use tokio::io::AsyncReadExt;
 
-use crate::time::push_rfc3339_nano;
-
 /// Longest content of one record; containerd's default `max_container_log_line_size`.
 pub const MAX_LINE: usize = 16 * 1024;
 
@@ -43,15 +41,6 @@ impl Stream {
 pub enum Tag {
     Full,
     Partial,
-}
-
-impl Tag {
-    fn as_str(self) -> &'static str {
-        match self {
-            Tag::Full => "F",
-            Tag::Partial => "P",
-        }
-    }
 }
 
 /// Cuts a byte stream into CRI records; holds at most [`MAX_LINE`] bytes of an unfinished line.
@@ -113,16 +102,9 @@ impl LineSplitter {
     }
 }
 
-/// Appends one record to `out`.
+/// Appends one record to `out` ([`berth_proto::crilog`], the codec berthd reads it back with).
 pub fn push_record(out: &mut Vec<u8>, time: SystemTime, stream: Stream, tag: Tag, content: &[u8]) {
-    push_rfc3339_nano(out, time);
-    out.push(b' ');
-    out.extend_from_slice(stream.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(tag.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(content);
-    out.push(b'\n');
+    berth_proto::crilog::push_record(out, time, stream.as_str(), tag == Tag::Partial, content);
 }
 
 /// A container's CRI log file, shared by its stdout and stderr copiers. Every batch of records is one
