@@ -12,7 +12,7 @@ Compressed layers are cached (keyed by the layer's diff_id) so a second run only
 rebuilds the tars, checks that the registry already has everything, and is quick.
 
 Usage (as root, with hack/registry.sh start first):
-    hack/test-images.py [--registry 127.0.0.1:5000]
+    hack/test-images.py [--registry HOST:PORT]   (default: hack/registry.sh's recorded address)
                         [--storage /var/lib/berth-test-registry/data]
                         [--out <storage>/../images.json] [--cache <storage>/../cache]
                         [--no-verify] [--no-chroot-check]
@@ -1058,7 +1058,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=IMAGES_JSON_DOC)
-    ap.add_argument("--registry", default="127.0.0.1:5000", help="host:port (plain HTTP)")
+    regdir = os.environ.get("BERTH_REGISTRY_DIR", "/var/lib/berth-test-registry")
+    try:
+        with open(os.path.join(regdir, "address")) as f:
+            default_registry = f.read().strip()
+    except OSError:
+        default_registry = None
+    ap.add_argument("--registry", default=default_registry,
+                    help="host:port (plain HTTP); default: the address hack/registry.sh recorded")
     ap.add_argument("--storage", default=default_storage,
                     help="the registry's filesystem storage root (default %(default)s)")
     ap.add_argument("--out", help="images.json path (default <storage>/../images.json)")
@@ -1071,6 +1078,8 @@ def main():
     if args.schema:
         print(IMAGES_JSON_DOC, end="")
         return
+    if not args.registry:
+        die("no --registry and no recorded test registry address: run hack/registry.sh start first")
 
     t0 = time.monotonic()
     storage = os.path.abspath(args.storage)
