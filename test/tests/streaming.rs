@@ -484,6 +484,16 @@ async fn attach_to_a_container() {
             |c| c.stdin = true,
         )
         .await;
+    // "started" is in the log before the attach begins, so the attach must not show it.
+    let log = p.d.dir.path().join("logs/echoer.log");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("started") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the container never logged its start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let url =
         p.d.runtime()
             .await
