@@ -1,57 +1,145 @@
-//! Reading container cgroups through cgroupfs, on cgroup v2 (unified) and v1 hosts alike.
+//! Container cgroups: how they are named for runc under each cgroup driver, and reading them (on
+//! cgroup v2 and v1 hosts alike) through the `cgroups-rs` crate.
+//!
+//! runc creates, limits and removes the cgroups; berthd names them (`linux.cgroupsPath`) and reads
+//! them: usage for stats, OOM kills for a container's exit reason, and thawing one that a race left
+//! frozen. Under the `cgroupfs` driver a cgroups path is a directory below the hierarchy roots
+//! (`/kubepods/burstable/pod<uid>/<id>`); under `systemd` it is runc's `slice:prefix:name`
+//! (`kubepods-burstable-pod<uid>.slice:berth:<id>`), a transient scope `berth-<id>.scope` in the
+//! pod's slice that systemd makes and runc fills.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const ROOT: &str = "/sys/fs/cgroup";
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::cpuacct::CpuAcctController;
+use cgroups_rs::fs::freezer::FreezerController;
+use cgroups_rs::fs::hierarchies;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{Cgroup, Controller, Hierarchy};
+
+use crate::config::CgroupDriver;
+use crate::error::{Error, Result};
+
+/// The unit-name prefix of container scopes under the systemd driver (containerd's is
+/// `cri-containerd`, CRI-O's `crio`).
+pub const SCOPE_PREFIX: &str = "berth";
+/// The slice of pods that name no cgroup parent, under the systemd driver (as containerd).
+const DEFAULT_SLICE: &str = "system.slice";
+/// The parent of pods that name no cgroup parent, under the cgroupfs driver.
+const DEFAULT_PARENT: &str = "/berth";
 
 /// Whether the host mounts the unified (v2) hierarchy at /sys/fs/cgroup.
 pub fn is_unified() -> bool {
-    Path::new(ROOT).join("cgroup.controllers").exists()
+    hierarchies::is_cgroup2_unified_mode()
 }
 
-/// The file of `controller` (v1) holding `file`, for the cgroup at `path` (relative to the root).
-fn file(path: &str, controller: &str, name: &str) -> PathBuf {
-    let rel = path.trim_start_matches('/');
-    if is_unified() {
-        Path::new(ROOT).join(rel).join(name)
-    } else {
-        Path::new(ROOT).join(controller).join(rel).join(name)
+/// Whether systemd is this host's init (what `sd_booted` checks): the systemd driver needs it.
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The OCI `linux.cgroupsPath` of container `id` in a pod whose config names `parent` (kubelet's
+/// `cgroup_parent`, empty when it names none).
+///
+/// Under systemd, kubelet sends the pod slice as a path of slices
+/// (`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`) or a bare slice
+/// name; its last component is the slice (as containerd reads it). A parent that is not a slice is
+/// refused: runc would fail later, less clearly.
+pub fn container_path(driver: CgroupDriver, parent: &str, id: &str) -> Result<String> {
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            let parent = if parent.is_empty() { DEFAULT_PARENT } else { parent };
+            Ok(format!("{}/{id}", parent.trim_end_matches('/')))
+        }
+        CgroupDriver::Systemd => {
+            let slice = match parent.trim_end_matches('/').rsplit('/').next() {
+                None | Some("") => DEFAULT_SLICE,
+                Some(s) => s,
+            };
+            if !cgroups_rs::systemd::utils::is_slice_unit(slice)
+                || cgroups_rs::systemd::utils::expand_slice(slice).is_err()
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "cgroup_parent {parent:?} is not a systemd slice (berthd runs with cgroup_driver = \
+                     \"systemd\"; kubelet's cgroupDriver must be systemd too)"
+                )));
+            }
+            Ok(format!("{slice}:{SCOPE_PREFIX}:{id}"))
+        }
     }
 }
 
-/// How many processes the kernel's OOM killer has killed in the cgroup (0 if unknown).
-pub fn oom_kills(path: &str) -> u64 {
-    let f = if is_unified() {
-        file(path, "", "memory.events")
-    } else {
-        file(path, "memory", "memory.oom_control")
+/// The directory, relative to the hierarchy roots, of the cgroup an OCI `cgroupsPath` names: the
+/// path itself (cgroupfs), or the scope a `slice:prefix:name` path makes (systemd).
+pub fn dir_of(cgroups_path: &str) -> Option<String> {
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    let rel = match parts.as_slice() {
+        [path] => path.trim_start_matches('/').to_string(),
+        [slice, prefix, name] => {
+            let slice = if slice.is_empty() { DEFAULT_SLICE } else { slice };
+            let parent = cgroups_rs::systemd::utils::expand_slice(slice).ok()?;
+            let unit = if name.ends_with(".slice") {
+                (*name).to_string()
+            } else if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            if parent.is_empty() {
+                unit
+            } else {
+                format!("{parent}/{unit}")
+            }
+        }
+        _ => return None,
     };
-    std::fs::read_to_string(f)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
-        .unwrap_or(0)
+    Some(rel)
 }
 
-/// The cgroup path a bundle's OCI spec gives its container.
+/// The cgroup directory (relative to the hierarchy roots) that a bundle's OCI spec gives its
+/// container.
 pub fn bundle_cgroup(bundle: &Path) -> Option<String> {
     let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
-    spec["linux"]["cgroupsPath"].as_str().map(str::to_string)
+    dir_of(spec["linux"]["cgroupsPath"].as_str()?)
+}
+
+fn load(hier: Box<dyn Hierarchy>, dir: &str) -> Cgroup {
+    Cgroup::load(hier, Path::new(dir.trim_start_matches('/')))
+}
+
+/// How many processes the kernel's OOM killer has killed in the cgroup at `dir` (0 if unknown).
+pub fn oom_kills(dir: &str) -> u64 {
+    oom_kills_in(hierarchies::auto(), dir)
+}
+
+fn oom_kills_in(hier: Box<dyn Hierarchy>, dir: &str) -> u64 {
+    let v2 = hier.v2();
+    let cg = load(hier, dir);
+    let Some(mem) = cg.controller_of::<MemController>() else {
+        return 0;
+    };
+    if v2 {
+        // cgroups-rs reads memory.events for no counter of it; the file is one `key value` a line.
+        std::fs::read_to_string(mem.path().join("memory.events"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(0)
+    } else {
+        mem.memory_stat().oom_control.oom_kill
+    }
 }
 
 /// Thaws a frozen cgroup (runc `kill --all` freezes it around the signal; a race can leave it
 /// frozen, and runc then refuses to delete a "paused" container).
-pub fn thaw(path: &str) {
-    let f = if is_unified() {
-        file(path, "", "cgroup.freeze")
-    } else {
-        file(path, "freezer", "freezer.state")
-    };
-    let value = if is_unified() { "0" } else { "THAWED" };
-    if f.exists()
-        && let Err(e) = std::fs::write(&f, value)
+pub fn thaw(dir: &str) {
+    let cg = load(hierarchies::auto(), dir);
+    if let Some(f) = cg.controller_of::<FreezerController>()
+        && f.exists()
+        && let Err(e) = f.thaw()
     {
-        tracing::debug!(path = %f.display(), error = %e, "thaw");
+        tracing::debug!(cgroup = dir, error = %e, "thaw");
     }
 }
 
@@ -84,105 +172,140 @@ impl Usage {
     }
 }
 
-fn read_u64(p: &Path) -> Option<u64> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
-}
-
-/// `key value` lines (memory.stat, cpu.stat).
-fn flat_keyed(p: &Path) -> std::collections::HashMap<String, u64> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// Limits at or above this are "no limit" (v1 reports PAGE_COUNTER_MAX pages in bytes).
+/// Limits at or above this are "no limit" (v1 reports PAGE_COUNTER_MAX pages in bytes, v2 `max`).
 const NO_LIMIT: u64 = 1 << 62;
 
-/// Reads the counters of the cgroup at `path` (relative to the hierarchy roots); None when the
+/// Reads the counters of the cgroup at `dir` (relative to the hierarchy roots); None when the
 /// cgroup does not exist (the container never started, or is gone).
-pub fn usage(path: &str) -> Option<Usage> {
-    if is_unified() {
-        usage_v2(&Path::new(ROOT).join(path.trim_start_matches('/')))
+pub fn usage(dir: &str) -> Option<Usage> {
+    usage_in(hierarchies::auto(), dir)
+}
+
+fn usage_in(hier: Box<dyn Hierarchy>, dir: &str) -> Option<Usage> {
+    let v2 = hier.v2();
+    let cg = load(hier, dir);
+    if !cg.exists() {
+        return None;
+    }
+    let mut u = Usage::default();
+    if let Some(mem) = cg.controller_of::<MemController>().filter(|m| m.exists()) {
+        let m = mem.memory_stat();
+        let raw = &m.stat.raw;
+        // v1's hierarchical ("total_") counters include child cgroups, as the v2 ones do.
+        let stat = |k: &str| raw.get(&format!("total_{k}")).or_else(|| raw.get(k)).copied();
+        u.memory_usage = Some(m.usage_in_bytes);
+        u.memory_limit = u64::try_from(m.limit_in_bytes).ok().filter(|l| *l > 0 && *l < NO_LIMIT);
+        u.inactive_file = stat("inactive_file").unwrap_or(0);
+        u.rss = stat(if v2 { "anon" } else { "rss" });
+        u.page_faults = stat("pgfault");
+        u.major_page_faults = stat("pgmajfault");
+        let sw = mem.memswap();
+        u.swap = if v2 {
+            mem.path()
+                .join("memory.swap.current")
+                .exists()
+                .then_some(sw.usage_in_bytes)
+        } else {
+            // memsw counts memory and swap together.
+            mem.path()
+                .join("memory.memsw.usage_in_bytes")
+                .exists()
+                .then(|| sw.usage_in_bytes.saturating_sub(m.usage_in_bytes))
+        };
+    }
+    u.cpu_ns = if v2 {
+        cg.controller_of::<CpuController>()
+            .filter(|c| c.exists())
+            .and_then(|c| {
+                c.cpu()
+                    .stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                    .map(|us| us * 1000)
+            })
     } else {
-        usage_v1(path)
-    }
-}
-
-fn usage_v2(dir: &Path) -> Option<Usage> {
-    if !dir.is_dir() {
-        return None;
-    }
-    let cpu = flat_keyed(&dir.join("cpu.stat"));
-    let mem = flat_keyed(&dir.join("memory.stat"));
-    let limit = std::fs::read_to_string(dir.join("memory.max"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    Some(Usage {
-        cpu_ns: cpu.get("usage_usec").map(|u| u * 1000),
-        memory_usage: read_u64(&dir.join("memory.current")),
-        memory_limit: limit.filter(|l| *l < NO_LIMIT),
-        inactive_file: mem.get("inactive_file").copied().unwrap_or(0),
-        rss: mem.get("anon").copied(),
-        page_faults: mem.get("pgfault").copied(),
-        major_page_faults: mem.get("pgmajfault").copied(),
-        swap: read_u64(&dir.join("memory.swap.current")),
-        pids: read_u64(&dir.join("pids.current")),
-    })
-}
-
-fn usage_v1(path: &str) -> Option<Usage> {
-    let mem_dir = Path::new(ROOT).join("memory").join(path.trim_start_matches('/'));
-    let cpu_file = file(path, "cpuacct", "cpuacct.usage");
-    if !mem_dir.is_dir() && !cpu_file.exists() {
-        return None;
-    }
-    let mem = flat_keyed(&mem_dir.join("memory.stat"));
-    // The hierarchical ("total_") counters include child cgroups, as the v2 ones do.
-    let stat = |k: &str| mem.get(&format!("total_{k}")).or_else(|| mem.get(k)).copied();
-    let usage = read_u64(&mem_dir.join("memory.usage_in_bytes"));
-    let memsw = read_u64(&mem_dir.join("memory.memsw.usage_in_bytes"));
-    Some(Usage {
-        cpu_ns: read_u64(&cpu_file),
-        memory_usage: usage,
-        memory_limit: read_u64(&mem_dir.join("memory.limit_in_bytes")).filter(|l| *l < NO_LIMIT),
-        inactive_file: stat("inactive_file").unwrap_or(0),
-        rss: stat("rss"),
-        page_faults: stat("pgfault"),
-        major_page_faults: stat("pgmajfault"),
-        swap: memsw.zip(usage).map(|(sw, u)| sw.saturating_sub(u)),
-        pids: read_u64(&file(path, "pids", "pids.current")),
-    })
-}
-
-/// The value of a cgroup control file of the cgroup at `path` (v1: in `controller`'s hierarchy).
-pub fn read(path: &str, controller: &str, name: &str) -> Option<String> {
-    std::fs::read_to_string(file(path, controller, name))
-        .ok()
-        .map(|s| s.trim().to_string())
+        cg.controller_of::<CpuAcctController>()
+            .filter(|c| c.exists())
+            .map(|c| c.cpuacct().usage)
+    };
+    u.pids = cg
+        .controller_of::<PidController>()
+        .filter(|p| p.exists())
+        .and_then(|p| p.get_pid_current().ok());
+    Some(u)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    /// A cgroup v2 hierarchy rooted somewhere else than /sys/fs/cgroup (tests: a directory of files).
+    #[derive(Debug)]
+    struct RootedV2 {
+        root: PathBuf,
+    }
+
+    impl Hierarchy for RootedV2 {
+        fn subsystems(&self) -> Vec<cgroups_rs::fs::Subsystem> {
+            use cgroups_rs::fs::Subsystem;
+            let r = || self.root.clone();
+            vec![
+                Subsystem::Cpu(CpuController::new(r(), PathBuf::new(), true)),
+                Subsystem::Mem(MemController::new(r(), PathBuf::new(), true)),
+                Subsystem::Pid(PidController::new(r(), PathBuf::new(), true)),
+                Subsystem::Freezer(FreezerController::new(r(), PathBuf::new(), true)),
+            ]
+        }
+        fn root(&self) -> PathBuf {
+            self.root.clone()
+        }
+        fn root_control_group(&self) -> Cgroup {
+            Cgroup::load(
+                Box::new(RootedV2 {
+                    root: self.root.clone(),
+                }),
+                "",
+            )
+        }
+        fn parent_control_group(&self, path: &str) -> Cgroup {
+            let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+            Cgroup::load(
+                Box::new(RootedV2 {
+                    root: self.root.clone(),
+                }),
+                parent,
+            )
+        }
+        fn v2(&self) -> bool {
+            true
+        }
+    }
 
     #[test]
     fn v2_files() {
-        let d = tempfile::tempdir().unwrap();
-        let w = |n: &str, v: &str| std::fs::write(d.path().join(n), v).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let hier = || {
+            Box::new(RootedV2 {
+                root: root.path().into(),
+            }) as Box<dyn Hierarchy>
+        };
+        let d = root.path().join("kubepods/pod1/c1");
+        std::fs::create_dir_all(&d).unwrap();
+        let w = |n: &str, v: &str| std::fs::write(d.join(n), v).unwrap();
         w("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n");
         w("memory.current", "10485760\n");
         w("memory.max", "max\n");
+        w("memory.low", "0\n");
+        w("memory.high", "max\n");
+        w("memory.min", "0\n");
         w(
             "memory.stat",
             "anon 4096000\nfile 6000000\ninactive_file 2097152\npgfault 42\npgmajfault 3\n",
         );
         w("pids.current", "4\n");
-        let u = usage_v2(d.path()).unwrap();
+        w("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        let u = usage_in(hier(), "/kubepods/pod1/c1").unwrap();
         assert_eq!(u.cpu_ns, Some(1_500_000));
         assert_eq!(u.working_set(), Some(10485760 - 2097152));
         assert_eq!(
@@ -190,12 +313,48 @@ mod tests {
             (Some(4096000), Some(42), Some(3), Some(4))
         );
         assert_eq!(u.memory_limit, None, "max is no limit");
+        assert_eq!(u.swap, None, "no swap accounting here");
         assert_eq!(u.available(), None);
         w("memory.max", "16777216\n");
         assert_eq!(
-            usage_v2(d.path()).unwrap().available(),
+            usage_in(hier(), "kubepods/pod1/c1").unwrap().available(),
             Some(16777216 - (10485760 - 2097152))
         );
-        assert!(usage_v2(&d.path().join("gone")).is_none());
+        assert_eq!(oom_kills_in(hier(), "kubepods/pod1/c1"), 1);
+        assert!(usage_in(hier(), "kubepods/pod1/gone").is_none());
+        assert_eq!(oom_kills_in(hier(), "kubepods/pod1/gone"), 0);
+    }
+
+    #[test]
+    fn cgroupfs_paths() {
+        let p = container_path(CgroupDriver::Cgroupfs, "/kubepods/burstable/pod12/", "abc").unwrap();
+        assert_eq!(p, "/kubepods/burstable/pod12/abc");
+        assert_eq!(dir_of(&p).unwrap(), "kubepods/burstable/pod12/abc");
+        assert_eq!(container_path(CgroupDriver::Cgroupfs, "", "abc").unwrap(), "/berth/abc");
+    }
+
+    #[test]
+    fn systemd_paths() {
+        // kubelet's two spellings of one pod slice.
+        for parent in [
+            "kubepods-burstable-pod12.slice",
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice",
+        ] {
+            let p = container_path(CgroupDriver::Systemd, parent, "abc").unwrap();
+            assert_eq!(p, "kubepods-burstable-pod12.slice:berth:abc");
+            assert_eq!(
+                dir_of(&p).unwrap(),
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/berth-abc.scope"
+            );
+        }
+        let p = container_path(CgroupDriver::Systemd, "", "abc").unwrap();
+        assert_eq!(p, "system.slice:berth:abc");
+        assert_eq!(dir_of(&p).unwrap(), "system.slice/berth-abc.scope");
+        assert_eq!(dir_of("-.slice:berth:abc").unwrap(), "berth-abc.scope");
+        for bad in ["/kubepods/burstable/pod12", "kubepods--x.slice", ".slice"] {
+            let e = container_path(CgroupDriver::Systemd, bad, "abc").unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e:?}");
+        }
+        assert_eq!(dir_of("a:b"), None);
     }
 }

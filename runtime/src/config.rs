@@ -20,7 +20,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as `berth=debug`.
     pub log_level: String,
-    /// `cgroupfs` or `systemd`, reported to kubelet in RuntimeConfig; must match kubelet's `cgroupDriver`.
+    /// `cgroupfs` (container cgroups are directories below the pod's `cgroup_parent`) or `systemd`
+    /// (runc's systemd driver: each container a `berth-<id>.scope` in the pod's slice; needs systemd
+    /// as PID 1). Reported to kubelet in RuntimeConfig; must match kubelet's `cgroupDriver`.
     pub cgroup_driver: CgroupDriver,
     pub registry: RegistryConfig,
     pub pod: PodConfig,
@@ -276,7 +278,8 @@ state = {state:?}
 socket = {socket:?}
 # error, warn, info, debug, trace, or a tracing filter such as "berth_image=debug,info".
 log_level = {log:?}
-# cgroupfs or systemd; must match kubelet's cgroupDriver.
+# cgroupfs or systemd (container scopes in kubelet's slices; needs systemd as PID 1);
+# must match kubelet's cgroupDriver.
 cgroup_driver = "cgroupfs"
 
 [registry]

@@ -27,6 +27,12 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 
 /// Opens the stores, binds the socket and serves until `shutdown` completes; removes the socket after.
 pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if config.cgroup_driver == config::CgroupDriver::Systemd && !cgroup::systemd_booted() {
+        anyhow::bail!(
+            "cgroup_driver = \"systemd\" needs systemd as this host's init (PID 1), and there is no \
+             /run/systemd/system here: set cgroup_driver = \"cgroupfs\" (and kubelet's cgroupDriver: cgroupfs)"
+        );
+    }
     for dir in [&config.root, &config.state] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }

@@ -40,6 +40,38 @@ fn bad_config_is_refused_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/berth.toml"));
 }
 
+/// The systemd cgroup driver needs systemd as PID 1: without it berthd refuses to start, saying why
+/// (it does not serve with cgroup names nothing would make). Where systemd is PID 1, the VM lane
+/// (hack/vm/) is what runs the driver; this check has nothing to refuse there.
+#[test]
+fn systemd_driver_is_refused_without_systemd() {
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        berth_test::report_not_tested(
+            "daemon::systemd_driver_is_refused_without_systemd",
+            "systemd is PID 1 on this host, so there is no refusal to see (hack/vm/ runs the systemd driver)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "cgroup_driver = \"systemd\"\nroot = \"{0}/root\"\nstate = \"{0}/state\"\nsocket = \"{0}/s.sock\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(berthd_bin()).arg("--config").arg(&f).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("systemd") && err.contains("cgroupfs") && err.contains("PID 1"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.sock").exists(), "it must not serve");
+}
+
 struct Proc(std::process::Child);
 
 impl Drop for Proc {

@@ -52,6 +52,7 @@ impl Cri {
         };
         let target_pid = self.pid_target(&config, &sandbox.id)?;
         let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
+        let cgroup_driver = self.config.cgroup_driver;
         let overlay = self.images.overlay().clone();
         let (b, i, s, cfg, idc, floor) = (
             bundle.clone(),
@@ -74,6 +75,7 @@ impl Cri {
                 oom_floor: floor,
                 unset_seccomp: &unset_seccomp,
                 target_pid,
+                cgroup_driver,
             })?;
             write_json(&b.join("config.json"), &spec)?;
             let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();

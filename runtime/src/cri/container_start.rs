@@ -75,6 +75,8 @@ impl Cri {
         let mut opts = berth_proto::shim::shim::oci::Options::new();
         opts.binary_name = handler.runtime.clone();
         opts.root = self.config.state.join("runc").display().to_string();
+        // runc's systemd driver reads cgroupsPath as slice:prefix:name (see crate::cgroup).
+        opts.systemd_cgroup = self.config.cgroup_driver == crate::config::CgroupDriver::Systemd;
         let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
         any.type_url = "containerd.runc.v1.Options".into();
         any.value = opts

@@ -67,6 +67,8 @@ pub struct SpecInput<'a> {
     pub unset_seccomp: &'a str,
     /// For a PID namespace `TARGET`ed at another container: that container's init PID.
     pub target_pid: Option<u32>,
+    /// How the container's cgroup is named (config `cgroup_driver`).
+    pub cgroup_driver: crate::config::CgroupDriver,
 }
 
 fn bad(e: impl std::fmt::Display) -> Error {
@@ -228,6 +230,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         oom_floor,
         unset_seccomp,
         target_pid,
+        cgroup_driver,
     } = *input;
     let run = image.config.config.clone().unwrap_or_default();
     let linux_cfg = config.linux.clone().unwrap_or_default();
@@ -427,9 +430,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .config
         .linux
         .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/berth".to_string());
+        .map(|l| l.cgroup_parent.as_str())
+        .unwrap_or_default();
+    let cgroups_path = crate::cgroup::container_path(cgroup_driver, cgroup_parent, id)?;
     let mut device_rules = vec![
         LinuxDeviceCgroupBuilder::default()
             .allow(false)
@@ -451,7 +454,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let mut linux = LinuxBuilder::default()
         .devices(devices)
         .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(format!("{}/{}", cgroup_parent.trim_end_matches('/'), id)))
+        .cgroups_path(PathBuf::from(cgroups_path))
         .resources(resources.build().map_err(bad)?);
     if !sysctls.is_empty() {
         linux = linux.sysctl(sysctls);
