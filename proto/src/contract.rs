@@ -14,6 +14,10 @@ pub const NAMESPACE: &str = "k8s.io";
 /// Annotations that group containers into one shim, in containerd's order of precedence.
 pub const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
 
+/// The file berth-shim writes in a container's bundle when the OOM killer killed one of its
+/// processes (its content: the kill count); berthd then reports the exit as `OOMKilled`.
+pub const OOM_MARKER: &str = "oom-killed";
+
 /// The socket of the shim serving `group`: `<ttrpc_dir>/s/<32 hex digits of
 /// sha256("<address>/<namespace>/<group>")>`, where `ttrpc_dir` is the directory of the host's events
 /// socket (`TTRPC_ADDRESS`) and `address` the host address the shim was given (`-address`).

@@ -1,7 +1,7 @@
 //! berthd as a shim host: launching shim v2 binaries the way containerd 1.6 does, talking to them over
 //! TTRPC (with the task service name each one speaks), and serving the events endpoint they publish to.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -312,6 +312,8 @@ pub struct ExitEvent {
 /// What shims publish to berthd: exits (and OOM kills) arrive here; everything else is logged.
 struct EventSink {
     exits: tokio::sync::mpsc::UnboundedSender<ExitEvent>,
+    /// Where container bundles are (`<state>/containers`): an OOM kill is recorded in its bundle.
+    bundles: PathBuf,
 }
 
 #[async_trait::async_trait]
@@ -323,6 +325,20 @@ impl berth_proto::shim::shim_async::Events for EventSink {
     ) -> ttrpc::Result<api::Empty> {
         let env = req.envelope;
         tracing::debug!(topic = %env.topic, namespace = %env.namespace, "shim event");
+        // containerd's shims report OOM kills as events (berth-shim records them itself): kept as
+        // berth-shim's marker, so the exit that follows is OOMKilled even if the cgroup is gone.
+        if env.topic == berth_proto::shim::topics::TASK_OOM_EVENT_TOPIC
+            && let Ok(e) = berth_proto::shim::events::task::TaskOOM::parse_from_bytes(&env.event.value)
+            && !e.container_id.is_empty()
+            && !e.container_id.contains(['/', '.'])
+        {
+            let bundle = self.bundles.join(&e.container_id);
+            if bundle.is_dir()
+                && let Err(err) = std::fs::write(bundle.join(berth_proto::contract::OOM_MARKER), "1")
+            {
+                tracing::warn!(container = %e.container_id, error = %err, "recording an OOM kill");
+            }
+        }
         if env.topic == berth_proto::shim::topics::TASK_EXIT_EVENT_TOPIC
             && let Ok(e) = berth_proto::shim::events::task::TaskExit::parse_from_bytes(&env.event.value)
         {
@@ -345,13 +361,17 @@ impl berth_proto::shim::shim_async::Events for EventSink {
 /// Serves the events endpoint on `socket` until dropped.
 pub fn serve_events(
     socket: &Path,
+    bundles: &Path,
 ) -> Result<(
     ttrpc::asynchronous::Server,
     tokio::sync::mpsc::UnboundedReceiver<ExitEvent>,
 )> {
     let _ = std::fs::remove_file(socket);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let service = berth_proto::shim::shim_async::create_events(Arc::new(EventSink { exits: tx }));
+    let service = berth_proto::shim::shim_async::create_events(Arc::new(EventSink {
+        exits: tx,
+        bundles: bundles.to_path_buf(),
+    }));
     let server = ttrpc::asynchronous::Server::new()
         .bind(&format!("unix://{}", socket.display()))
         .map_err(|e| Error::Internal(format!("bind events socket {}: {e}", socket.display())))?

@@ -11,6 +11,7 @@ pub mod error;
 pub mod io;
 pub mod logger;
 pub mod mount;
+pub mod oom;
 pub mod pod_init;
 pub mod publisher;
 pub mod reaper;

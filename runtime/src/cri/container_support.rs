@@ -159,7 +159,10 @@ impl Cri {
             Some(c) if c.state != State::Exited => c.bundle.clone(),
             _ => return,
         };
-        let oom = crate::cgroup::bundle_cgroup(&bundle).is_some_and(|p| crate::cgroup::oom_kills(&p) > 0);
+        // berth-shim records a kill it saw (cgroup v2: the cgroup may be gone by now); otherwise the
+        // cgroup, whichever shim ran the container, says.
+        let oom = bundle.join(berth_proto::contract::OOM_MARKER).exists()
+            || crate::cgroup::bundle_cgroup(&bundle).is_some_and(|p| crate::cgroup::oom_kills(&p) > 0);
         let sandbox_id = self
             .containers()
             .get(id)

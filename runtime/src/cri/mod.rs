@@ -129,7 +129,8 @@ impl Cri {
     pub async fn start_background(
         self: &Arc<Self>,
     ) -> crate::error::Result<berth_proto::shim::ttrpc::asynchronous::Server> {
-        let (mut server, mut exits) = crate::shim_client::serve_events(&self.events_socket())?;
+        let (mut server, mut exits) =
+            crate::shim_client::serve_events(&self.events_socket(), &self.config.state.join("containers"))?;
         server
             .start()
             .await

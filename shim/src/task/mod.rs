@@ -232,6 +232,7 @@ impl Shim {
             }
         };
 
+        let exit_rx = crate::oom::guard(crate::oom::watch(pid, &bundle), exit_rx);
         let init = Process::new(&req.id, "", stdio, Status::Created, pid);
         init.set_io(io);
         let publisher = self.publisher.clone();
