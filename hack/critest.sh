@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # hack/critest.sh [-- CRITEST-ARGS…]
+# hack/critest.sh --images-only      (only make sure critest's images are in the test registry)
 #
 # Runs the CRI conformance suite, critest 1.36.0 (../shared/tools/critest-1.36.0, what containerd
 # and CRI-O run in their CI), against a berthd of its own, as root:
@@ -28,6 +29,8 @@ REGDIR=${BERTH_REGISTRY_DIR:-/var/lib/berth-test-registry}
 SKIP='should be able to pull image with digest|public image with digest'
 BRIDGE=bcritest0 SUBNET=10.88.213.0/24
 
+images_only=0
+if [ "${1:-}" = "--images-only" ]; then images_only=1; shift; fi
 [ "${1:-}" = "--" ] && shift
 log() { echo "critest.sh: $*" >&2; }
 not_tested() {
@@ -40,6 +43,7 @@ for b in "$CRITEST" "$CRICTL"; do [ -x "$b" ] || not_tested "$b is not there"; d
 [ -x "$BERTHD" ] || { log "$BERTHD missing: cargo build --workspace --bins first"; exit 1; }
 REG=$(bash hack/registry.sh address) || { log "the test registry is not running: hack/registry.sh start"; exit 1; }
 for p in 12000 12001 12002 12003; do
+  [ "$images_only" = 1 ] && break
   if ss -Hltn "sport = :$p" | grep -q .; then log "host port $p (critest's) is taken by another process"; exit 1; fi
 done
 
@@ -55,6 +59,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ "$have_busybox" != 200 ]; t
     tail -20 "$REGDIR/critest-images.log" >&2; log "critest-images.sh failed"; exit 1; }
   echo "$want" >"$stamp"
 fi
+[ "$images_only" = 1 ] && exit 0
 
 # ---- berthd of its own ----
 mkdir -p "$SCRATCH_BASE"

@@ -18,6 +18,7 @@ PKGS=(
   containerd                       # peer runtime for hack/bench
   pkg-config ca-certificates curl python3 python3-venv util-linux
   skopeo gcc libc6-dev             # critest's images (../shared/tools/critest-images.sh, hack/critest.sh)
+  debootstrap qemu-system-x86 e2fsprogs  # the VM lane's guest (hack/vm/)
 )
 
 missing=()

@@ -2,6 +2,8 @@
 # Sets up berth on this machine and starts berthd: installs the system packages, builds release
 # binaries, installs them to /usr/local/bin, writes the default config to /etc/berth/config.toml
 # (if there is none) and starts berthd on unix:///run/berth/berth.sock. Run as root; idempotent.
+# With BERTH_PREBUILT=<dir> it installs the berthd and berth-shim binaries found there instead of
+# building them, and no packages (the VM lane's guest, hack/vm/, has no compiler and no network).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,16 +11,19 @@ if [ "$(id -u)" != 0 ]; then
   echo "install.sh: must run as root" >&2
   exit 1
 fi
-if ! command -v cargo >/dev/null; then
-  echo "install.sh: cargo (Rust >= 1.85) is required and was not found on PATH" >&2
-  exit 1
+if [ -n "${BERTH_PREBUILT:-}" ]; then
+  install -m 0755 "$BERTH_PREBUILT/berthd" "$BERTH_PREBUILT/berth-shim" /usr/local/bin/
+else
+  if ! command -v cargo >/dev/null; then
+    echo "install.sh: cargo (Rust >= 1.85) is required and was not found on PATH" >&2
+    exit 1
+  fi
+  bash hack/install-deps.sh
+  cargo build --release --locked -p berth-runtime --bins
+  # The shim alone, so it links none of the daemon's extra features (one shim runs per pod).
+  cargo build --profile shim --locked -p berth-shim --bins
+  install -m 0755 target/release/berthd target/shim/berth-shim /usr/local/bin/
 fi
-
-bash hack/install-deps.sh
-cargo build --release --locked -p berth-runtime --bins
-# The shim alone, so it links none of the daemon's extra features (one shim runs per pod).
-cargo build --profile shim --locked -p berth-shim --bins
-install -m 0755 target/release/berthd target/shim/berth-shim /usr/local/bin/
 
 install -d -m 0755 /etc/berth /etc/berth/certs.d /etc/berth/config.d
 if [ ! -e /etc/berth/config.toml ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite on this machine, as root: installs what it needs, starts the local
 # registry, builds and pushes the test images, checks formatting and lints, then runs every test and
-# the CRI conformance suite (hack/critest.sh).
+# the CRI conformance suite (hack/critest.sh) and the VM lane (hack/vm/run.sh).
 # The registry is stopped again if this script started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,9 @@ status=0
 cargo test --locked --workspace --no-fail-fast || status=$?
 # The CRI conformance suite (critest 1.36.0 from ../shared/tools) against a berthd of its own.
 bash hack/critest.sh || status=$?
+# The VM lane: berth on cgroup v2 with systemd as PID 1 (this host is neither), both cgroup drivers,
+# the install command, critest's CI subset (hack/vm/run.sh).
+bash hack/vm/run.sh || status=$?
 if [ -s "$scratch/NOT-TESTED" ]; then
   echo
   echo "************************************************************************"
