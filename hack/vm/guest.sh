@@ -162,6 +162,12 @@ EOF
   if [ "$driver" = systemd ]; then
     local left; left=$(systemctl list-units --all --plain --no-legend 'berth-*.scope')
     check "systemd: no berth scope left ($left)" test -z "$left"
+    # A cgroupfs-style parent under the systemd driver: refused clearly, with the pod.
+    sed "s|\"cgroup_parent\": \"[^\"]*\"|\"cgroup_parent\": \"/kubepods/burstable/pod$uid\"|; s|vm-$driver|vm-badparent|" \
+      "$OUT/pod-$driver.json" > "$OUT/pod-badparent.json"
+    local err
+    err=$(crictl runp "$OUT/pod-badparent.json" 2>&1)
+    check "systemd: a parent that is no slice is InvalidArgument ($err)" grep -q "InvalidArgument.*not a systemd slice" <<<"$err"
   fi
 }
 

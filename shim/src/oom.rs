@@ -99,3 +99,26 @@ pub fn guard<T: Send + 'static>(watch: Option<Arc<Watch>>, exit: oneshot::Receiv
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kill_counted_in_memory_events_is_recorded_once() {
+        let d = tempfile::tempdir().unwrap();
+        let w = Watch {
+            events: d.path().join("memory.events"),
+            marker: d.path().join(OOM_MARKER),
+        };
+        assert!(!w.check(), "no file: nothing to record");
+        std::fs::write(&w.events, "low 0\nhigh 0\nmax 4\noom 1\noom_kill 0\n").unwrap();
+        assert!(!w.check());
+        assert!(!w.marker.exists());
+        std::fs::write(&w.events, "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n").unwrap();
+        assert!(w.check());
+        assert_eq!(std::fs::read_to_string(&w.marker).unwrap(), "2");
+        std::fs::remove_file(&w.events).unwrap();
+        assert!(w.check(), "recorded stays recorded after the cgroup is gone");
+    }
+}

@@ -32,6 +32,9 @@ impl Cri {
                 ns.ipc != berth_proto::cri::NamespaceMode::Node as i32,
                 ns.network != berth_proto::cri::NamespaceMode::Node as i32,
             )?;
+            // Its containers' cgroups go below the parent: one the driver cannot use is refused now,
+            // as containerd refuses it with the pod (its pause container), not at each container.
+            crate::cgroup::container_path(self.config.cgroup_driver, &l.cgroup_parent, "pod")?;
         }
         let id = new_id()?;
         let key = name_key(&meta);
