@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 VM_DIR=${BERTH_VM_DIR:-/var/cache/berth-vm}
 MIRROR=${BERTH_VM_MIRROR:-$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-PACKAGES=systemd-sysv,dbus,linux-image-cloud-amd64,runc,containernetworking-plugins,iptables,iproute2,procps,kmod,ca-certificates
+PACKAGES=systemd-sysv,dbus,linux-image-cloud-amd64,runc,containernetworking-plugins,iptables,iproute2,procps,kmod,ca-certificates,apparmor,sudo
 stamp=$( { cat "$0"; echo "$PACKAGES"; } | sha256sum | cut -c1-16)
 
 if [ -f "$VM_DIR/stamp" ] && [ "$(cat "$VM_DIR/stamp")" = "$stamp" ] \
