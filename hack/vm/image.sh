@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) the VM test lane's guest: a Debian 12 root filesystem with systemd as PID 1 and the
-# unified cgroup v2 hierarchy (Debian's default), the cloud kernel, runc, the CNI plugins and
-# iptables, made from Debian packages by debootstrap, as an ext4 image with its kernel and initrd
+# unified cgroup v2 hierarchy (Debian's default), the cloud kernel, runc, the CNI plugins,
+# iptables, and AppArmor's tools with sudo (critest's AppArmor specs load their profiles through
+# them), made from Debian packages by debootstrap, as an ext4 image with its kernel and initrd
 # beside it. The result is cached in $BERTH_VM_DIR (default /var/cache/berth-vm) and rebuilt only
 # when this script changes. Prints the directory. Run as root.
 set -euo pipefail
@@ -64,7 +65,8 @@ rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 cp "$(readlink -f "$root/vmlinuz")" "$work/vmlinuz"
 cp "$(readlink -f "$root/initrd.img")" "$work/initrd.img"
 rm -f "$work/rootfs.ext4"
-mke2fs -q -t ext4 -L berth-vm -d "$root" "$work/rootfs.ext4" 2G
+# (mke2fs -d names what it creates on stdout, which is this script's answer: kept off it.)
+mke2fs -q -t ext4 -L berth-vm -d "$root" "$work/rootfs.ext4" 2G >&2
 mv "$work/rootfs.ext4" "$work/vmlinuz" "$work/initrd.img" "$VM_DIR/"
 rm -rf "$work"
 echo "$stamp" > "$VM_DIR/stamp"
