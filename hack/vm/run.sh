@@ -22,8 +22,9 @@ SCRATCH_BASE=${BERTH_TEST_DIR:-/var/lib/berth-test}
 TIMEOUT=${BERTH_VM_TIMEOUT:-2400}
 # The CI subset of critest under TCG, with the systemd driver: what a cgroup driver changes (the
 # container and pod lifecycle, stats, OOM, exec in the container's cgroup, namespaces) and the
-# idempotence rules; with cgroupfs, the container lifecycle and OOM.
-FOCUS_SYSTEMD=${BERTH_VM_CRITEST_FOCUS-'basic operations on (container|PodSandbox)|Container OOM|Multiple Containers|Runtime info|should support (exec with|attach)|NamespaceOption|Idempotence'}
+# idempotence rules, and AppArmor (the guest kernel has it, this host not); with cgroupfs, the
+# container lifecycle and OOM.
+FOCUS_SYSTEMD=${BERTH_VM_CRITEST_FOCUS-'basic operations on (container|PodSandbox)|Container OOM|Multiple Containers|Runtime info|should support (exec with|attach)|NamespaceOption|Idempotence|AppArmor'}
 FOCUS_CGROUPFS=${BERTH_VM_CRITEST_FOCUS_CGROUPFS-'basic operations on container|Container OOM'}
 SKIP='should be able to pull image with digest|public image with digest'
 

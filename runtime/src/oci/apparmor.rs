@@ -18,13 +18,15 @@ pub fn host_supports() -> bool {
 /// The `process.apparmorProfile` for a request (structured field first, then the deprecated string).
 /// `RuntimeDefault` uses the first of `defaults` that is loaded, when AppArmor is there (berth does
 /// not load a profile of its own: with none of them loaded, the container runs without one, and
-/// berthd says so in its log).
+/// berthd says so in its log). A Localhost profile must be loaded (`is_loaded`): runc would otherwise
+/// fail only at start, or run the container unconfined.
 pub fn profile(
     field: Option<&SecurityProfile>,
     legacy: &str,
     privileged: bool,
     supported: bool,
     defaults: &[&str],
+    is_loaded: &dyn Fn(&str) -> bool,
 ) -> Result<Option<String>> {
     let wanted = match field {
         Some(p) => match ProfileType::try_from(p.profile_type) {
@@ -57,11 +59,14 @@ pub fn profile(
         Some(Some(name)) if !supported => Err(Error::InvalidArgument(format!(
             "AppArmor profile {name:?} was asked for, but this host's kernel has no AppArmor (/sys/module/apparmor)"
         ))),
+        Some(Some(name)) if !is_loaded(&name) => Err(Error::FailedPrecondition(format!(
+            "AppArmor profile {name:?} is not loaded on this node (/sys/kernel/security/apparmor/profiles)"
+        ))),
         Some(Some(name)) => Ok(Some(name)),
         // Privileged containers run unconfined, as containerd's do.
         Some(None) if privileged || !supported => Ok(None),
         Some(None) => {
-            let found = defaults.iter().find(|d| loaded(d)).map(|d| d.to_string());
+            let found = defaults.iter().find(|d| is_loaded(d)).map(|d| d.to_string());
             static ONCE: std::sync::Once = std::sync::Once::new();
             if found.is_none() {
                 ONCE.call_once(|| {
@@ -76,7 +81,8 @@ pub fn profile(
     }
 }
 
-fn loaded(name: &str) -> bool {
+/// Whether the kernel has the AppArmor profile `name` loaded.
+pub fn loaded(name: &str) -> bool {
     std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
         .is_ok_and(|s| s.lines().any(|l| l.split(' ').next() == Some(name)))
 }
@@ -91,15 +97,32 @@ mod tests {
             profile_type: ProfileType::Localhost as i32,
             localhost_ref: "my-profile".into(),
         };
-        assert_eq!(profile(None, "", false, false, &["x"]).unwrap(), None);
-        assert_eq!(profile(None, "unconfined", false, false, &["x"]).unwrap(), None);
-        let e = profile(Some(&lh), "", false, false, &["x"]).unwrap_err();
+        let all = |_: &str| true;
+        assert_eq!(profile(None, "", false, false, &["x"], &all).unwrap(), None);
+        assert_eq!(profile(None, "unconfined", false, false, &["x"], &all).unwrap(), None);
+        let e = profile(Some(&lh), "", false, false, &["x"], &all).unwrap_err();
         assert!(e.to_string().contains("no AppArmor"), "{e}");
-        assert!(profile(None, "localhost/p", false, false, &["x"]).is_err());
+        assert!(profile(None, "localhost/p", false, false, &["x"], &all).is_err());
         assert_eq!(
-            profile(Some(&lh), "", false, true, &["x"]).unwrap().as_deref(),
+            profile(Some(&lh), "", false, true, &["x"], &all).unwrap().as_deref(),
             Some("my-profile")
         );
-        assert!(profile(None, "bogus", false, true, &["x"]).is_err());
+        assert!(profile(None, "bogus", false, true, &["x"], &all).is_err());
+    }
+
+    #[test]
+    fn a_localhost_profile_must_be_loaded() {
+        let lh = SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: "localhost/not-loaded".into(),
+        };
+        let only_x = |n: &str| n == "x";
+        let e = profile(Some(&lh), "", false, true, &["x"], &only_x).unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e:?}");
+        assert!(profile(None, "localhost/not-loaded", false, true, &["x"], &only_x).is_err());
+        assert_eq!(
+            profile(None, "", false, true, &["x"], &only_x).unwrap().as_deref(),
+            Some("x")
+        );
     }
 }

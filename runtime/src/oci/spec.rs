@@ -138,6 +138,7 @@ fn security(
         sec.privileged,
         super::apparmor::host_supports(),
         super::apparmor::DEFAULT_PROFILES,
+        &super::apparmor::loaded,
     )?;
     Ok((cap_set, seccomp, apparmor))
 }
