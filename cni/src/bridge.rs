@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::ipam::Ipam;
 use crate::iptables::{self, Family};
 use crate::netlink::Netlink;
-use crate::network::{PortMapping, Protocol};
+use crate::port::{PortMapping, Protocol};
 
 /// What a pod holds on the bridge, recorded before it is made so it can always be undone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ pub mod netlink;
 pub mod network;
 pub mod ns;
 pub mod plugin;
+pub mod port;
 
 pub use cidr::Cidr;
 pub use config::{BridgeConfig, Mode, NetworkConfig};

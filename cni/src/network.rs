@@ -13,24 +13,7 @@ use crate::config::{Mode, NetworkConfig};
 use crate::error::{Error, Result};
 use crate::ipam::Ipam;
 use crate::plugin::{self, ConfList, Invocation};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-/// A host port forwarded to a pod port.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortMapping {
-    pub protocol: Protocol,
-    pub container_port: u16,
-    pub host_port: u16,
-    /// Only connections to this host address (all local addresses when unset).
-    pub host_ip: Option<String>,
-}
+pub use crate::port::{PortMapping, Protocol};
 
 /// DNS settings passed to CNI plugins that declare the `dns` capability.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,6 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, Controller, Hierarchy};
 
-use crate::config::CgroupDriver;
 use crate::error::{Error, Result};
 
 /// The unit-name prefix of container scopes under the systemd driver (containerd's is
@@ -37,6 +36,14 @@ pub fn is_unified() -> bool {
 /// Whether systemd is this host's init (what `sd_booted` checks): the systemd driver needs it.
 pub fn systemd_booted() -> bool {
     Path::new("/run/systemd/system").is_dir()
+}
+
+/// How containers' cgroups are made: directly in cgroupfs, or as systemd units (runc's systemd driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
 }
 
 /// The OCI `linux.cgroupsPath` of container `id` in a pod whose config names `parent` (kubelet's
@@ -100,8 +107,8 @@ pub fn dir_of(cgroups_path: &str) -> Option<String> {
 /// The cgroup directory (relative to the hierarchy roots) that a bundle's OCI spec gives its
 /// container.
 pub fn bundle_cgroup(bundle: &Path) -> Option<String> {
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
-    dir_of(spec["linux"]["cgroupsPath"].as_str()?)
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+    dir_of(spec.linux().as_ref()?.cgroups_path().as_ref()?.to_str()?)
 }
 
 fn load(hier: Box<dyn Hierarchy>, dir: &str) -> Cgroup {

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::cgroup::CgroupDriver;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
@@ -122,13 +123,6 @@ impl Default for PodConfig {
     fn default() -> Self {
         PodConfig { shm_size: 64 << 20 }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupDriver {
-    Cgroupfs,
-    Systemd,
 }
 
 /// Image registries.

@@ -47,10 +47,17 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
     let listener = server::bind(&socket)
         .await
         .with_context(|| format!("bind {}", socket.display()))?;
-    let stream_listener = streaming::bind(&cri).await.context("bind the streaming server")?;
+    let stream_listener = streaming::bind(&cri.config().stream, &cri.stream)
+        .await
+        .context("bind the streaming server")?;
     let (stream_stop, stream_stop_rx) = tokio::sync::watch::channel(false);
     tracing::info!(address = %stream_listener.local_addr().context("streaming address")?, "streaming server listening");
-    tokio::spawn(streaming::serve(stream_listener, cri.clone(), stream_stop_rx));
+    tokio::spawn(streaming::serve(
+        stream_listener,
+        cri.clone(),
+        cri.stream.clone(),
+        stream_stop_rx,
+    ));
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving CRI");
     // On shutdown, in-flight requests get a grace period; clients that keep idle connections open
     // (kubelet does) must not hold the daemon up past it.

@@ -358,6 +358,36 @@ impl berth_proto::shim::shim_async::Events for EventSink {
     }
 }
 
+/// The FIFOs of an exec's stdio (absent: not wired).
+#[derive(Debug, Default, Clone)]
+pub struct ExecStdio {
+    pub stdin: Option<PathBuf>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+/// The shim request that adds exec `exec_id` running `process` to container `id`.
+pub fn exec_request(
+    id: &str,
+    exec_id: &str,
+    process: &oci_spec::runtime::Process,
+    stdio: ExecStdio,
+) -> Result<api::ExecProcessRequest> {
+    let mut any = protobuf::well_known_types::any::Any::new();
+    any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+    any.value = serde_json::to_vec(process).map_err(|e| Error::Internal(format!("encode exec spec: {e}")))?;
+    let path = |p: Option<PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
+    let mut exec = api::ExecProcessRequest::new();
+    exec.id = id.into();
+    exec.exec_id = exec_id.into();
+    exec.terminal = process.terminal().unwrap_or(false);
+    exec.stdin = path(stdio.stdin);
+    exec.stdout = path(stdio.stdout);
+    exec.stderr = path(stdio.stderr);
+    exec.spec = Some(any).into();
+    Ok(exec)
+}
+
 /// Serves the events endpoint on `socket` until dropped.
 pub fn serve_events(
     socket: &Path,

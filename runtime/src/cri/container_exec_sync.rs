@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::cri::{ExecSyncRequest, ExecSyncResponse};
-use berth_proto::shim::api;
 use tokio::io::AsyncReadExt as _;
 
 use super::Cri;
@@ -44,12 +43,8 @@ impl Cri {
         req: &ExecSyncRequest,
     ) -> Result<ExecSyncResponse> {
         // The exec runs as the container's process does: same user, env, cwd and capabilities.
-        let spec_text = std::fs::read(bundle.join("config.json")).map_err(Error::io("read config.json"))?;
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&spec_text).map_err(|e| Error::Internal(format!("config.json: {e}")))?;
-        let mut process = spec["process"].take();
-        process["args"] = serde_json::json!(req.cmd);
-        process["terminal"] = serde_json::json!(false);
+        let spec = crate::oci::load_bundle_spec(bundle)?;
+        let process = crate::oci::exec_process(&spec, &req.cmd, false)?;
         let (out, err) = (dir.join("stdout"), dir.join("stderr"));
         for f in [&out, &err] {
             nix::unistd::mkfifo(f.as_path(), nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -57,15 +52,12 @@ impl Cri {
         }
         let read_out = tokio::spawn(read_fifo(out.clone()));
         let read_err = tokio::spawn(read_fifo(err.clone()));
-        let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
-        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
-        any.value = serde_json::to_vec(&process).map_err(|e| Error::Internal(format!("encode exec spec: {e}")))?;
-        let mut exec = api::ExecProcessRequest::new();
-        exec.id = id.into();
-        exec.exec_id = exec_id.into();
-        exec.stdout = out.display().to_string();
-        exec.stderr = err.display().to_string();
-        exec.spec = Some(any).into();
+        let stdio = crate::shim_client::ExecStdio {
+            stdin: None,
+            stdout: Some(out),
+            stderr: Some(err),
+        };
+        let exec = crate::shim_client::exec_request(id, exec_id, &process, stdio)?;
         shim.exec(&exec).await?;
         shim.start(id, exec_id).await?;
         let wait = shim.wait(id, exec_id);

@@ -58,28 +58,19 @@ impl Cri {
         let oci = crate::oci::spec::resources_builder(&merged)?
             .build()
             .map_err(|e| Error::Internal(format!("build OCI resources: {e}")))?;
-        let json = serde_json::to_value(&oci).map_err(|e| Error::Internal(format!("encode resources: {e}")))?;
         if c.state == State::Running {
+            let json = serde_json::to_vec(&oci).map_err(|e| Error::Internal(format!("encode resources: {e}")))?;
             let shim = self.shim(&c.shim_address, &c.id).await?;
-            shim.update_resources(&c.id, json.to_string().into_bytes()).await?;
+            shim.update_resources(&c.id, json).await?;
         }
         // The bundle's spec: the new limits, the device rules kept.
-        let spec_path = c.bundle.join("config.json");
-        let mut spec: serde_json::Value = std::fs::read(&spec_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| Error::Internal(format!("read {}", spec_path.display())))?;
-        if let (Some(res), Some(new)) = (
-            spec.pointer_mut("/linux/resources").and_then(|r| r.as_object_mut()),
-            json.as_object(),
-        ) {
-            for (k, v) in new {
-                if k != "devices" {
-                    res.insert(k.clone(), v.clone());
-                }
-            }
+        let mut spec = crate::oci::load_bundle_spec(&c.bundle)?;
+        if let Some(linux) = spec.linux_mut() {
+            let mut res = oci;
+            res.set_devices(linux.resources().as_ref().and_then(|r| r.devices().clone()));
+            linux.set_resources(Some(res));
         }
-        crate::store::write_json(&spec_path, &spec)?;
+        crate::store::write_json(&c.bundle.join("config.json"), &spec)?;
         let mut store = self.containers();
         if let Some(mut rec) = store.get(&c.id).cloned() {
             rec.config.linux.get_or_insert_with(Default::default).resources = Some(merged);

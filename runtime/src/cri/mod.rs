@@ -42,6 +42,7 @@ pub mod sandbox_setup;
 mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
+mod streams;
 mod version;
 
 /// The image reference of a request's `ImageSpec`; `InvalidArgument` when missing or empty.
@@ -83,7 +84,7 @@ pub struct Cri {
     pub(crate) events: tokio::sync::broadcast::Sender<berth_proto::cri::ContainerEventResponse>,
     events_closing: tokio::sync::watch::Sender<bool>,
     /// Streaming URLs handed out and waiting for their clients.
-    pub(crate) stream: crate::streaming::Registry,
+    pub(crate) stream: Arc<crate::streaming::Registry>,
 }
 
 impl Cri {

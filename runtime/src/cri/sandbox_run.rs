@@ -25,7 +25,7 @@ impl Cri {
         self.handler(&req.runtime_handler)?;
         // Pod sysctls go into each container's spec (there is no infra container); refuse bad ones
         // before anything is made.
-        let ns = sandbox_setup::namespace_options(&cfg);
+        let ns = crate::store::sandbox::namespace_options(&cfg);
         if let Some(l) = &cfg.linux {
             crate::oci::sysctl::validate(
                 &l.sysctls,

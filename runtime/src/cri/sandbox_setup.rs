@@ -5,24 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use berth_cni::{Attachment, Network, PodRequest, ns};
-use berth_proto::cri::{DnsConfig, NamespaceMode, NamespaceOption, PodSandboxConfig};
+use berth_proto::cri::{DnsConfig, NamespaceMode, PodSandboxConfig};
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
-use crate::store::sandbox::Sandbox;
-
-/// The namespace options of a pod config (all `POD` when unset).
-pub fn namespace_options(cfg: &PodSandboxConfig) -> NamespaceOption {
-    cfg.linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default()
-}
-
-pub fn host_network(cfg: &PodSandboxConfig) -> bool {
-    namespace_options(cfg).network == NamespaceMode::Node as i32
-}
+use crate::store::sandbox::{Sandbox, namespace_options};
 
 /// Host resources of a new sandbox, undone by [`release`] (also when creation fails half-way).
 #[derive(Debug, Default)]

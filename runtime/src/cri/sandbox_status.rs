@@ -5,7 +5,7 @@ use berth_proto::cri::{
     PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 
-use super::{Cri, sandbox_setup};
+use super::Cri;
 use crate::error::{Error, Result};
 use crate::store::now_ns;
 use crate::store::sandbox::{Sandbox, State};
@@ -62,7 +62,7 @@ pub(crate) fn status(sb: &Sandbox) -> PodSandboxStatus {
         network: Some(network_status(sb)),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace {
-                options: Some(sandbox_setup::namespace_options(&sb.config)),
+                options: Some(crate::store::sandbox::namespace_options(&sb.config)),
             }),
         }),
         labels: sb.config.labels.clone(),

@@ -12,7 +12,6 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use crate::cri::sandbox_setup;
 use crate::error::{Error, Result};
 use crate::store::sandbox::Sandbox;
 
@@ -68,7 +67,7 @@ pub struct SpecInput<'a> {
     /// For a PID namespace `TARGET`ed at another container: that container's init PID.
     pub target_pid: Option<u32>,
     /// How the container's cgroup is named (config `cgroup_driver`).
-    pub cgroup_driver: crate::config::CgroupDriver,
+    pub cgroup_driver: crate::cgroup::CgroupDriver,
 }
 
 fn bad(e: impl std::fmt::Display) -> Error {
@@ -237,7 +236,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let linux_cfg = config.linux.clone().unwrap_or_default();
     let sec = linux_cfg.security_context.clone().unwrap_or_default();
     let ns_opts = sec.namespace_options.clone().unwrap_or_default();
-    let pod_ns = sandbox_setup::namespace_options(&sandbox.config);
+    let pod_ns = crate::store::sandbox::namespace_options(&sandbox.config);
 
     let user = super::user::resolve(
         rootfs,

@@ -5,13 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// uid, gid and additional gids of the container's process.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct User {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-}
+pub use crate::store::container::User;
 
 /// Reads `rel` (like `etc/passwd`) inside `rootfs`, refusing to follow symlinks anywhere on the way:
 /// an image must not make berth read a host file. Missing is `None`.

@@ -53,7 +53,7 @@ pub struct Container {
     pub snapshot: String,
     /// The user the process runs as, as resolved at creation (reported in ContainerStatus).
     #[serde(default)]
-    pub user: Option<crate::oci::user::User>,
+    pub user: Option<User>,
 }
 
 impl Container {
@@ -160,4 +160,12 @@ impl ContainerStore {
         }
         super::resolve_prefix(self.by_id.keys(), id, "container")
     }
+}
+
+/// uid, gid and additional gids of a container's process, as resolved at CreateContainer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }

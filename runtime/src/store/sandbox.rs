@@ -144,3 +144,17 @@ impl SandboxStore {
         super::resolve_prefix(self.by_id.keys(), id, "pod sandbox")
     }
 }
+
+/// The namespace options of a pod config (all `POD` when unset).
+pub fn namespace_options(cfg: &berth_proto::cri::PodSandboxConfig) -> berth_proto::cri::NamespaceOption {
+    cfg.linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
+}
+
+/// Whether the pod shares the node's network namespace.
+pub fn host_network(cfg: &berth_proto::cri::PodSandboxConfig) -> bool {
+    namespace_options(cfg).network == berth_proto::cri::NamespaceMode::Node as i32
+}

@@ -14,15 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::cri::{AttachRequest, ExecRequest};
-use berth_proto::shim::api;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
 
-use super::{Out, Pending, until};
-use crate::cri::Cri;
+use super::{Backend, Out, Pending, Target, until};
 use crate::error::{Error, Result};
-use crate::shim_client::ShimClient;
-use crate::store::container::State;
+use crate::shim_client::{ExecStdio, ShimClient};
 
 /// How long output may keep coming after the process exited (children holding its stdout).
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -47,13 +44,13 @@ enum Outcome {
     Failed(Error),
 }
 
-pub(crate) async fn run(cri: &Arc<Cri>, pending: Pending, mut io: StreamIo) {
+pub(crate) async fn run<B: Backend>(backend: &Arc<B>, pending: Pending, mut io: StreamIo) {
     let outcome = match pending {
-        Pending::Exec(req) => match cri.stream_exec(&req, &mut io).await {
+        Pending::Exec(req) => match stream_exec(backend.as_ref(), &req, &mut io).await {
             Ok(code) => Outcome::Exited(code),
             Err(e) => Outcome::Failed(e),
         },
-        Pending::Attach(req) => match cri.stream_attach(&req, &mut io).await {
+        Pending::Attach(req) => match stream_attach(backend.as_ref(), &req, &mut io).await {
             Ok(()) => Outcome::Exited(0),
             Err(e) => Outcome::Failed(e),
         },
@@ -187,167 +184,131 @@ fn mkfifo(p: &Path) -> Result<()> {
         .map_err(|e| Error::Internal(format!("mkfifo {}: {e}", p.display())))
 }
 
-impl Cri {
-    /// Runs `req.cmd` in the container with the session's streams; returns its exit code.
-    async fn stream_exec(self: &Arc<Self>, req: &ExecRequest, io: &mut StreamIo) -> Result<i32> {
-        let c = self.container(&req.container_id)?;
-        if c.state != State::Running {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", c.id)));
-        }
-        let shim = self.shim(&c.shim_address, &c.id).await?;
-        let exec_id = format!("exec-{}", &crate::store::new_id()?[..16]);
-        let dir = c.bundle.join(&exec_id);
-        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        let res = self
-            .exec_streams(&shim, &c.bundle, &c.id, &exec_id, &dir, req, io)
-            .await;
-        let _ = shim.delete_exec(&c.id, &exec_id).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        res
-    }
+/// Runs `req.cmd` in the container with the session's streams; returns its exit code.
+async fn stream_exec<B: Backend>(backend: &B, req: &ExecRequest, io: &mut StreamIo) -> Result<i32> {
+    let t = backend.target(&req.container_id).await?;
+    let exec_id = format!("exec-{}", &crate::store::new_id()?[..16]);
+    let dir = t.bundle.join(&exec_id);
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let res = exec_streams(&t, &exec_id, &dir, req, io).await;
+    let _ = t.shim.delete_exec(&t.id, &exec_id).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
 
-    #[allow(clippy::too_many_arguments)]
-    async fn exec_streams(
-        &self,
-        shim: &ShimClient,
-        bundle: &Path,
-        id: &str,
-        exec_id: &str,
-        dir: &Path,
-        req: &ExecRequest,
-        io: &mut StreamIo,
-    ) -> Result<i32> {
-        let spec_text = std::fs::read(bundle.join("config.json")).map_err(Error::io("read config.json"))?;
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&spec_text).map_err(|e| Error::Internal(format!("config.json: {e}")))?;
-        let mut process = spec["process"].take();
-        process["args"] = serde_json::json!(req.cmd);
-        process["terminal"] = serde_json::json!(req.tty);
-        if req.tty
-            && let Some(env) = process["env"].as_array_mut()
-            && !env.iter().any(|v| v.as_str().is_some_and(|s| s.starts_with("TERM=")))
-        {
-            env.push(serde_json::json!("TERM=xterm"));
+/// The exec's FIFOs in `dir`, one copy task per output, wired to the session's streams.
+fn exec_fifos(dir: &Path, io: &StreamIo) -> Result<(ExecStdio, Vec<tokio::task::JoinHandle<()>>)> {
+    let mut stdio = ExecStdio::default();
+    let mut copies = Vec::new();
+    for (name, out) in [("stdout", io.stdout.clone()), ("stderr", io.stderr.clone())] {
+        let Some(out) = out else { continue };
+        let fifo = dir.join(name);
+        mkfifo(&fifo)?;
+        copies.push(tokio::spawn(copy_out(fifo.clone(), out)));
+        if name == "stdout" {
+            stdio.stdout = Some(fifo);
+        } else {
+            stdio.stderr = Some(fifo);
         }
-        let mut exec = api::ExecProcessRequest::new();
-        exec.id = id.into();
-        exec.exec_id = exec_id.into();
-        exec.terminal = req.tty;
-        let mut copies = Vec::new();
-        for (name, out) in [("stdout", io.stdout.clone()), ("stderr", io.stderr.clone())] {
-            let Some(out) = out else { continue };
-            let fifo = dir.join(name);
-            mkfifo(&fifo)?;
-            copies.push(tokio::spawn(copy_out(fifo.clone(), out)));
-            let path = fifo.display().to_string();
-            if name == "stdout" {
-                exec.stdout = path;
-            } else {
-                exec.stderr = path;
-            }
-        }
-        let stdin_fifo = dir.join("stdin");
-        if io.stdin.is_some() {
-            mkfifo(&stdin_fifo)?;
-            exec.stdin = stdin_fifo.display().to_string();
-        }
-        let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
-        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
-        any.value = serde_json::to_vec(&process).map_err(|e| Error::Internal(format!("encode exec spec: {e}")))?;
-        exec.spec = Some(any).into();
-        shim.exec(&exec).await?;
-        // The shim opens the FIFOs (and holds a stdin writer of its own) at Start.
-        shim.start(id, exec_id).await?;
-        if let Some(rx) = io.stdin.take() {
-            let (shim, id, exec_id, fifo) = (shim.clone(), id.to_string(), exec_id.to_string(), stdin_fifo);
-            tokio::spawn(async move {
-                match copy_in(rx, &fifo).await {
-                    Ok(()) => {
-                        let _ = shim.close_io(&id, &exec_id).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "exec stdin"),
-                }
-            });
-        }
-        if let Some(rx) = io.resize.take() {
-            tokio::spawn(forward_resizes(rx, shim.clone(), id.to_string(), exec_id.to_string()));
-        }
-        let mut gone = io.gone.clone();
-        let waited = tokio::select! {
-            w = shim.wait(id, exec_id) => w?,
-            _ = until(&mut gone) => {
-                tracing::info!(id, exec_id, "exec client went away: killing the process");
-                let _ = shim.kill_exec(id, exec_id, 9).await;
-                let w = shim.wait(id, exec_id).await?;
-                for c in &copies {
-                    c.abort();
-                }
-                return Ok(w.exit_status as i32);
-            }
-        };
-        let drain = async {
-            for c in copies {
-                let _ = c.await;
-            }
-        };
-        if tokio::time::timeout(DRAIN_LIMIT, drain).await.is_err() {
-            tracing::info!(id, exec_id, "exec output still open after the process exited");
-        }
-        Ok(waited.exit_status as i32)
     }
+    if io.stdin.is_some() {
+        let fifo = dir.join("stdin");
+        mkfifo(&fifo)?;
+        stdio.stdin = Some(fifo);
+    }
+    Ok((stdio, copies))
+}
 
-    /// Streams the container's output (from its CRI log) and stdin until it exits or the client goes.
-    async fn stream_attach(self: &Arc<Self>, req: &AttachRequest, io: &mut StreamIo) -> Result<()> {
-        let c = self.container(&req.container_id)?;
-        if c.state != State::Running {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", c.id)));
+async fn exec_streams(t: &Target, exec_id: &str, dir: &Path, req: &ExecRequest, io: &mut StreamIo) -> Result<i32> {
+    let (shim, id) = (&t.shim, t.id.as_str());
+    let spec = crate::oci::load_bundle_spec(&t.bundle)?;
+    let process = crate::oci::exec_process(&spec, &req.cmd, req.tty)?;
+    let (stdio, copies) = exec_fifos(dir, io)?;
+    let stdin_fifo = stdio.stdin.clone();
+    shim.exec(&crate::shim_client::exec_request(id, exec_id, &process, stdio)?)
+        .await?;
+    // The shim opens the FIFOs (and holds a stdin writer of its own) at Start.
+    shim.start(id, exec_id).await?;
+    if let (Some(rx), Some(fifo)) = (io.stdin.take(), stdin_fifo) {
+        let (shim, id, exec_id) = (shim.clone(), id.to_string(), exec_id.to_string());
+        tokio::spawn(async move {
+            match copy_in(rx, &fifo).await {
+                Ok(()) => {
+                    let _ = shim.close_io(&id, &exec_id).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "exec stdin"),
+            }
+        });
+    }
+    if let Some(rx) = io.resize.take() {
+        tokio::spawn(forward_resizes(rx, shim.clone(), id.to_string(), exec_id.to_string()));
+    }
+    let mut gone = io.gone.clone();
+    let waited = tokio::select! {
+        w = shim.wait(id, exec_id) => w?,
+        _ = until(&mut gone) => {
+            tracing::info!(id, exec_id, "exec client went away: killing the process");
+            let _ = shim.kill_exec(id, exec_id, 9).await;
+            let w = shim.wait(id, exec_id).await?;
+            for c in &copies {
+                c.abort();
+            }
+            return Ok(w.exit_status as i32);
         }
-        if (io.stdout.is_some() || io.stderr.is_some()) && c.log_path.as_os_str().is_empty() {
+    };
+    let drain = async {
+        for c in copies {
+            let _ = c.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_LIMIT, drain).await.is_err() {
+        tracing::info!(id, exec_id, "exec output still open after the process exited");
+    }
+    Ok(waited.exit_status as i32)
+}
+
+/// Streams the container's output (from its CRI log) and stdin until it exits or the client goes.
+async fn stream_attach<B: Backend>(backend: &B, req: &AttachRequest, io: &mut StreamIo) -> Result<()> {
+    let t = backend.target(&req.container_id).await?;
+    if (io.stdout.is_some() || io.stderr.is_some()) && t.log_path.as_os_str().is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} has no log to attach to",
+            t.id
+        )));
+    }
+    // Output from here on: open the log at its end before any of the client's input goes in.
+    let log = open_at_end(&t.log_path).await;
+    if let Some(rx) = io.stdin.take() {
+        let fifo = t.bundle.join("stdin");
+        if !t.stdin || !fifo.exists() {
             return Err(Error::FailedPrecondition(format!(
-                "container {} has no log to attach to",
-                c.id
+                "container {} was not created with stdin",
+                t.id
             )));
         }
-        // Output from here on: open the log at its end before any of the client's input goes in.
-        let log = open_at_end(&c.log_path).await;
-        if let Some(rx) = io.stdin.take() {
-            let fifo = c.bundle.join("stdin");
-            if !c.config.stdin || !fifo.exists() {
-                return Err(Error::FailedPrecondition(format!(
-                    "container {} was not created with stdin",
-                    c.id
-                )));
+        let (shim, id, once) = (t.shim.clone(), t.id.clone(), t.stdin_once);
+        tokio::spawn(async move {
+            if copy_in(rx, &fifo).await.is_ok() && once {
+                let _ = shim.close_io(&id, "").await;
             }
-            let (this, id, once) = (self.clone(), c.id.clone(), c.config.stdin_once);
-            let shim_address = c.shim_address.clone();
-            tokio::spawn(async move {
-                if copy_in(rx, &fifo).await.is_ok()
-                    && once
-                    && let Ok(shim) = this.shim(&shim_address, &id).await
-                {
-                    let _ = shim.close_io(&id, "").await;
-                }
-            });
-        }
-        if let Some(rx) = io.resize.take()
-            && let Ok(shim) = self.shim(&c.shim_address, &c.id).await
-        {
-            tokio::spawn(forward_resizes(rx, shim, c.id.clone(), String::new()));
-        }
-        let follow = follow_log(c.log_path.clone(), log, io.stdout.clone(), io.stderr.clone());
-        tokio::pin!(follow);
-        let mut gone = io.gone.clone();
-        loop {
-            tokio::select! {
-                _ = &mut follow => return Ok(()),
-                _ = until(&mut gone) => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if self.container(&c.id).map(|c| c.state != State::Running).unwrap_or(true) {
-                        // Let the last lines of the log through.
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        let _ = tokio::time::timeout(Duration::from_millis(10), &mut follow).await;
-                        return Ok(());
-                    }
+        });
+    }
+    if let Some(rx) = io.resize.take() {
+        tokio::spawn(forward_resizes(rx, t.shim.clone(), t.id.clone(), String::new()));
+    }
+    let follow = follow_log(t.log_path.clone(), log, io.stdout.clone(), io.stderr.clone());
+    tokio::pin!(follow);
+    let mut gone = io.gone.clone();
+    loop {
+        tokio::select! {
+            _ = &mut follow => return Ok(()),
+            _ = until(&mut gone) => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if !backend.is_running(&t.id) {
+                    // Let the last lines of the log through.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(10), &mut follow).await;
+                    return Ok(());
                 }
             }
         }

@@ -29,8 +29,33 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::cri::Cri;
+use crate::config::StreamConfig;
 use crate::error::{Error, Result};
+use crate::shim_client::ShimClient;
+
+/// What the streaming server needs from the runtime, which implements it (the server knows no more
+/// of berthd than this).
+pub trait Backend: Send + Sync + 'static {
+    /// The running container a session is for; `NotFound` or `FailedPrecondition` (not running).
+    fn target(&self, container_id: &str) -> impl std::future::Future<Output = Result<Target>> + Send;
+    /// Whether the container still runs (an attach ends when it stops).
+    fn is_running(&self, container_id: &str) -> bool;
+    /// The pinned network namespace of a ready pod; `None` for a host-network pod.
+    fn pod_netns(&self, sandbox_id: &str) -> Result<Option<std::path::PathBuf>>;
+}
+
+/// A running container, as an exec or attach session uses it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    pub bundle: std::path::PathBuf,
+    /// Its CRI log (empty when it has none).
+    pub log_path: std::path::PathBuf,
+    /// Created with `stdin` / `stdin_once`.
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub shim: ShimClient,
+}
 
 /// How long a URL stays good (kubelet's request cache keeps them a minute).
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -92,21 +117,25 @@ impl Registry {
     }
 }
 
-/// Binds the streaming server's listener and records its URL base in `cri`.
-pub async fn bind(cri: &Cri) -> std::io::Result<TcpListener> {
-    let cfg = &cri.config().stream;
+/// Binds the streaming server's listener and records its URL base in `registry`.
+pub async fn bind(cfg: &StreamConfig, registry: &Registry) -> std::io::Result<TcpListener> {
     let ip: std::net::IpAddr = cfg
         .address
         .parse()
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "stream.address"))?;
     let l = TcpListener::bind((ip, cfg.port)).await?;
     let addr = l.local_addr()?;
-    let _ = cri.stream.base.set(format!("http://{addr}"));
+    let _ = registry.base.set(format!("http://{addr}"));
     Ok(l)
 }
 
 /// Serves streaming connections on `listener` until `stop` turns true. Sessions in progress go on.
-pub async fn serve(listener: TcpListener, cri: Arc<Cri>, mut stop: watch::Receiver<bool>) {
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    backend: Arc<B>,
+    registry: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (conn, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -120,11 +149,11 @@ pub async fn serve(listener: TcpListener, cri: Arc<Cri>, mut stop: watch::Receiv
             _ = until(&mut stop) => return,
         };
         let _ = conn.set_nodelay(true);
-        let cri = cri.clone();
+        let (backend, registry) = (backend.clone(), registry.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let cri = cri.clone();
-                async move { Ok::<_, Infallible>(route(&cri, req)) }
+                let (backend, registry) = (backend.clone(), registry.clone());
+                async move { Ok::<_, Infallible>(route(&backend, &registry, req)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -190,14 +219,14 @@ pub(crate) const WS_PORTFORWARD_PROTOCOLS: [&str; 4] = [
     "SPDY/3.1+portforward.k8s.io",
 ];
 
-fn route(cri: &Arc<Cri>, mut req: Request<Incoming>) -> Resp {
+fn route<B: Backend>(backend: &Arc<B>, registry: &Registry, mut req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if !matches!(kind, "exec" | "attach" | "portforward") || token.is_empty() || token.contains('/') {
         return plain(StatusCode::NOT_FOUND, "not found");
     }
-    let Some(pending) = cri.stream.take(kind, token) else {
+    let Some(pending) = registry.take(kind, token) else {
         return plain(StatusCode::NOT_FOUND, "unknown or expired token");
     };
     let h = &req.headers().clone();
@@ -221,7 +250,7 @@ fn route(cri: &Arc<Cri>, mut req: Request<Incoming>) -> Resp {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let cri = cri.clone();
+    let backend = backend.clone();
     if upgrade.eq_ignore_ascii_case("websocket") {
         let Some(key) = h.get("sec-websocket-key").and_then(|v| v.to_str().ok()) else {
             return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
@@ -270,7 +299,7 @@ fn route(cri: &Arc<Cri>, mut req: Request<Incoming>) -> Resp {
         }
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(io) => ws_session(cri, pending, protocol, ports, hyper_util::rt::TokioIo::new(io)).await,
+                Ok(io) => ws_session(backend, pending, protocol, ports, hyper_util::rt::TokioIo::new(io)).await,
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade"),
             }
         });
@@ -313,7 +342,7 @@ fn route(cri: &Arc<Cri>, mut req: Request<Incoming>) -> Resp {
         .insert("x-stream-protocol-version", HeaderValue::from_static(protocol));
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(io) => spdy_session(cri, pending, protocol, hyper_util::rt::TokioIo::new(io)).await,
+            Ok(io) => spdy_session(backend, pending, protocol, hyper_util::rt::TokioIo::new(io)).await,
             Err(e) => tracing::debug!(error = %e, "SPDY upgrade"),
         }
     });
@@ -395,14 +424,14 @@ impl NewStream {
     }
 }
 
-async fn spdy_session<IO>(cri: Arc<Cri>, pending: Pending, protocol: &'static str, io: IO)
+async fn spdy_session<B: Backend, IO>(backend: Arc<B>, pending: Pending, protocol: &'static str, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     tracing::info!(kind = pending.kind(), protocol, transport = "spdy", "streaming session");
     let (session, mut streams) = spdy::start(io);
     match pending {
-        Pending::PortForward(req) => portforward::serve_spdy(cri, req, session, streams).await,
+        Pending::PortForward(req) => portforward::serve_spdy(backend, req, session, streams).await,
         Pending::Exec(_) | Pending::Attach(_) => {
             let tty = match &pending {
                 Pending::Exec(r) => r.tty,
@@ -452,13 +481,13 @@ where
             };
             // Streams opened later are answered by the session and otherwise ignored.
             tokio::spawn(async move { while streams.recv().await.is_some() {} });
-            exec::run(&cri, pending, io).await;
+            exec::run(&backend, pending, io).await;
             session.close().await;
         }
     }
 }
 
-async fn ws_session<IO>(cri: Arc<Cri>, pending: Pending, protocol: &'static str, ports: Vec<u16>, io: IO)
+async fn ws_session<B: Backend, IO>(backend: Arc<B>, pending: Pending, protocol: &'static str, ports: Vec<u16>, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -476,7 +505,7 @@ where
         let session = ws::start(io, ws::Codec::Raw, HashMap::from([(0u8, tx)]), false);
         ws::tunnel(session, rx, mine);
         let (session, streams) = spdy::start(theirs);
-        portforward::serve_spdy(cri, req, session, streams).await;
+        portforward::serve_spdy(backend, req, session, streams).await;
         return;
     }
     let codec = if protocol.contains("base64") {
@@ -494,7 +523,7 @@ where
                 rxs.push(rx);
             }
             let session = ws::start(io, codec, inputs, false);
-            portforward::serve_ws(cri, req, session, ports, rxs).await;
+            portforward::serve_ws(backend, req, session, ports, rxs).await;
         }
         Pending::Exec(_) | Pending::Attach(_) => {
             let (stdin, stdout, stderr, tty) = match &pending {
@@ -532,7 +561,7 @@ where
                 resize: tty.then_some(resize_rx),
                 gone: session.gone.clone(),
             };
-            exec::run(&cri, pending, io).await;
+            exec::run(&backend, pending, io).await;
             session.close().await;
         }
     }

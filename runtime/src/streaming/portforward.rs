@@ -17,29 +17,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::{NewStream, Out, Session, until};
-use crate::cri::Cri;
-use crate::error::{Error, Result};
+use super::{Backend, NewStream, Out, Session, until};
+use crate::error::Result;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Cri {
-    /// The pinned network namespace of a ready pod; None for a host-network pod.
-    fn pod_netns(&self, sandbox_id: &str) -> Result<Option<PathBuf>> {
-        let sb = self
-            .find_sandbox(sandbox_id)?
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {sandbox_id:?} not found")))?;
-        if sb.state != crate::store::sandbox::State::Ready {
-            return Err(Error::FailedPrecondition(format!("pod sandbox {} is not ready", sb.id)));
-        }
-        if crate::cri::sandbox_setup::host_network(&sb.config) {
-            return Ok(None);
-        }
-        sb.namespace_path("net")
-            .map(|p| Some(p.to_path_buf()))
-            .ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {} has no network namespace", sb.id)))
-    }
-}
 
 /// Connects to 127.0.0.1:`port` in `netns` (the caller's namespace when None).
 pub(crate) async fn connect(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStream> {
@@ -126,8 +107,8 @@ async fn forward(
 }
 
 /// Serves a SPDY port-forward session: pairs streams by `requestID` and forwards each pair.
-pub(crate) async fn serve_spdy(
-    cri: Arc<Cri>,
+pub(crate) async fn serve_spdy<B: Backend>(
+    backend: Arc<B>,
     req: PortForwardRequest,
     session: Session,
     mut streams: mpsc::Receiver<NewStream>,
@@ -167,7 +148,7 @@ pub(crate) async fn serve_spdy(
                 data_out.fin().await;
                 continue;
             };
-            let netns = cri.pod_netns(&req.pod_sandbox_id);
+            let netns = backend.pod_netns(&req.pod_sandbox_id);
             tokio::spawn(forward(
                 netns,
                 port,
@@ -182,8 +163,8 @@ pub(crate) async fn serve_spdy(
 }
 
 /// Serves a WebSocket port-forward session: one connection per port in the query.
-pub(crate) async fn serve_ws(
-    cri: Arc<Cri>,
+pub(crate) async fn serve_ws<B: Backend>(
+    backend: Arc<B>,
     req: PortForwardRequest,
     session: Session,
     ports: Vec<u16>,
@@ -196,7 +177,7 @@ pub(crate) async fn serve_ws(
         // Each channel starts with its port, little-endian.
         data.write(&port.to_le_bytes()).await;
         error.write(&port.to_le_bytes()).await;
-        let netns = cri.pod_netns(&req.pod_sandbox_id);
+        let netns = backend.pod_netns(&req.pod_sandbox_id);
         tasks.push(tokio::spawn(forward(
             netns,
             port,
