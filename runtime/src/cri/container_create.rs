@@ -117,7 +117,7 @@ impl Cri {
             snapshot: id.clone(),
             user: Some(user),
         };
-        let put = self.containers().put(c);
+        let put = self.save_container(&self.container_turn(), c).map(drop);
         if let Err(e) = put {
             self.cleanup_bundle(&bundle, &id).await;
             self.containers().release_name(&id);

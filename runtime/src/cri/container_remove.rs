@@ -72,7 +72,7 @@ impl Cri {
         }
         self.logs.lock().await.remove(id);
         self.cleanup_bundle(&c.bundle, &c.snapshot).await;
-        self.containers().delete(id)?;
+        self.delete_container(&self.container_turn(), id)?;
         tracing::info!(id, "container removed");
         self.emit(
             id,

@@ -26,14 +26,15 @@ impl Cri {
         match self.start_task(&c).await {
             Ok(()) => Ok(StartContainerResponse {}),
             Err(e) => {
-                let mut store = self.containers();
-                if let Some(mut c) = store.get(&c.id).cloned() {
+                let turn = self.container_turn();
+                let rec = self.containers().get(&c.id).cloned();
+                if let Some(mut c) = rec {
                     c.reason = "StartError".into();
                     c.message = e.to_string();
                     c.exited(128, now_ns());
                     let sandbox = c.sandbox_id.clone();
-                    let _ = store.put(c);
-                    drop(store);
+                    let _ = self.save_container(&turn, c).map(drop);
+                    drop(turn);
                     self.emit(
                         &req.container_id,
                         &sandbox,
@@ -63,10 +64,11 @@ impl Cri {
         };
         // Remember the shim at once, so removal reaches it even if the task never starts.
         {
-            let mut store = self.containers();
-            if let Some(mut rec) = store.get(&c.id).cloned() {
+            let turn = self.container_turn();
+            let rec = self.containers().get(&c.id).cloned();
+            if let Some(mut rec) = rec {
                 rec.shim_address = address.clone();
-                store.put(rec)?;
+                drop(self.save_container(&turn, rec)?);
             }
         }
         let shim = self.shim(&address, &c.id).await?;
@@ -103,11 +105,9 @@ impl Cri {
 
         let pod_status = self.pod_status_for_event(&c.sandbox_id);
         let rec = {
-            let mut store = self.containers();
-            let mut rec = store
-                .get(&c.id)
-                .cloned()
-                .ok_or_else(|| Error::NotFound(format!("container {} vanished while starting", c.id)))?;
+            let turn = self.container_turn();
+            let rec = self.containers().get(&c.id).cloned();
+            let mut rec = rec.ok_or_else(|| Error::NotFound(format!("container {} vanished while starting", c.id)))?;
             let quick = rec.state == State::Exited;
             if quick {
                 // A quick process: its exit event came in before the Start reply.
@@ -116,7 +116,7 @@ impl Cri {
             } else {
                 rec.start(started.pid, start_time)?;
             }
-            store.put(rec.clone())?;
+            let store = self.save_container(&turn, rec.clone())?;
             self.emit_locked(
                 &store,
                 &c.id,

@@ -169,8 +169,9 @@ impl Cri {
             .map(|c| c.sandbox_id.clone())
             .unwrap_or_default();
         let pod_status = self.pod_status_for_event(&sandbox_id);
-        let mut store = self.containers();
-        let Some(mut c) = store.get(id).cloned() else { return };
+        let turn = self.container_turn();
+        let rec = self.containers().get(id).cloned();
+        let Some(mut c) = rec else { return };
         if c.state == State::Exited {
             return;
         }
@@ -181,9 +182,13 @@ impl Cri {
         let sandbox = c.sandbox_id.clone();
         c.exited(status, if at_ns > 0 { at_ns } else { now_ns() });
         tracing::info!(id, exit_code = c.exit_code, "container exited");
-        if let Err(e) = store.put(c) {
-            tracing::error!(id, error = %e, "cannot record container exit");
-        }
+        let store = match self.save_container(&turn, c) {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::error!(id, error = %e, "cannot record container exit");
+                return;
+            }
+        };
         // A container not yet recorded Running gets its event from StartContainer, after STARTED.
         if was_running {
             self.emit_locked(

@@ -71,10 +71,11 @@ impl Cri {
             linux.set_resources(Some(res));
         }
         crate::store::write_json(&c.bundle.join("config.json"), &spec)?;
-        let mut store = self.containers();
-        if let Some(mut rec) = store.get(&c.id).cloned() {
+        let turn = self.container_turn();
+        let rec = self.containers().get(&c.id).cloned();
+        if let Some(mut rec) = rec {
             rec.config.linux.get_or_insert_with(Default::default).resources = Some(merged);
-            store.put(rec)?;
+            drop(self.save_container(&turn, rec)?);
         }
         tracing::info!(id = %c.id, "container resources updated");
         Ok(UpdateContainerResourcesResponse {})

@@ -8,7 +8,7 @@ use berth_image::Images;
 
 use crate::config::Config;
 use crate::shim_client::ShimClient;
-use crate::store::container::{ContainerStore, State as ContainerState};
+use crate::store::container::{Container, ContainerFiles, ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
 mod container_attach;
@@ -65,6 +65,10 @@ pub struct Cri {
     pub(crate) images: Arc<Images>,
     sandboxes: Mutex<SandboxStore>,
     containers: Mutex<ContainerStore>,
+    container_files: ContainerFiles,
+    /// Held by whoever changes a container record, from reading it to publishing it: changes take
+    /// turns (none is lost) while reads, which take only `containers`, never wait on the disk.
+    container_writes: Mutex<()>,
     /// Connections to shims, by address.
     pub(crate) shims: tokio::sync::Mutex<std::collections::HashMap<String, ShimClient>>,
     /// Open CRI log files berthd writes (for shims that hand it FIFOs), by container ID.
@@ -87,6 +91,9 @@ pub struct Cri {
     pub(crate) stream: Arc<crate::streaming::Registry>,
 }
 
+/// A writer's turn on the container records ([`Cri::container_turn`]).
+pub(crate) struct WriteTurn<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
+
 impl Cri {
     /// Opens the stores under the configured root. Blocking (it scans the stores).
     pub fn open(config: Config) -> crate::error::Result<Cri> {
@@ -106,7 +113,9 @@ impl Cri {
                 .get(owner)
                 .is_some_and(|sb| matches!(sb.network, Some(berth_cni::Attachment::Bridge(_))))
         });
+        let container_files = ContainerFiles::new(&config.root.join("containers"));
         Ok(Cri {
+            container_files,
             network,
             prelaunches: Mutex::new(std::collections::HashMap::new()),
             pod_cidrs: Mutex::new(Vec::new()),
@@ -114,6 +123,7 @@ impl Cri {
             images,
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
+            container_writes: Mutex::new(()),
             shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             oom_floor: crate::oom::floor(),
@@ -195,6 +205,32 @@ impl Cri {
 
     pub(crate) fn containers(&self) -> MutexGuard<'_, ContainerStore> {
         self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The turn to change container records (see `container_writes`). Taken before, never while,
+    /// holding [`Cri::containers`].
+    pub(crate) fn container_turn(&self) -> WriteTurn<'_> {
+        WriteTurn(self.container_writes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Writes `c`'s record, then publishes it; returns the store, still locked, so an event about
+    /// the change goes out in order.
+    pub(crate) fn save_container(
+        &self,
+        _turn: &WriteTurn<'_>,
+        c: Container,
+    ) -> crate::error::Result<MutexGuard<'_, ContainerStore>> {
+        self.container_files.write(&c)?;
+        let mut store = self.containers();
+        store.insert(c);
+        Ok(store)
+    }
+
+    /// Removes container `id`'s record from disk, then from the store.
+    pub(crate) fn delete_container(&self, _turn: &WriteTurn<'_>, id: &str) -> crate::error::Result<()> {
+        self.container_files.remove(id)?;
+        self.containers().remove(id);
+        Ok(())
     }
 
     pub(crate) fn sandboxes(&self) -> MutexGuard<'_, SandboxStore> {

@@ -95,17 +95,38 @@ pub fn name_key(config: &ContainerConfig, sandbox_key: &str) -> String {
     format!("{}_{}_{}", m.name, m.attempt, sandbox_key)
 }
 
+/// The containers' records in memory (what reads see) and their names. Changes reach it only after
+/// their record is on disk ([`ContainerFiles`]), so a reader never waits on a disk flush.
 #[derive(Debug)]
 pub struct ContainerStore {
-    dir: PathBuf,
     by_id: HashMap<String, Container>,
     names: HashMap<String, String>,
+}
+
+/// The containers' records on disk, one JSON file each, written atomically.
+#[derive(Debug)]
+pub struct ContainerFiles {
+    dir: PathBuf,
+}
+
+impl ContainerFiles {
+    pub fn new(dir: &Path) -> ContainerFiles {
+        ContainerFiles { dir: dir.to_path_buf() }
+    }
+
+    /// Writes `c`'s record (with fsyncs). Blocking.
+    pub fn write(&self, c: &Container) -> Result<()> {
+        super::write_json(&self.dir.join(format!("{}.json", c.id)), c)
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        super::remove_file(&self.dir.join(format!("{id}.json")))
+    }
 }
 
 impl ContainerStore {
     pub fn open(dir: &Path, sandbox_key: impl Fn(&str) -> Option<String>) -> Result<ContainerStore> {
         let mut s = ContainerStore {
-            dir: dir.to_path_buf(),
             by_id: HashMap::new(),
             names: HashMap::new(),
         };
@@ -132,17 +153,15 @@ impl ContainerStore {
         self.names.retain(|_, v| v != id);
     }
 
-    pub fn put(&mut self, c: Container) -> Result<()> {
-        super::write_json(&self.dir.join(format!("{}.json", c.id)), &c)?;
+    /// Publishes a record already written by [`ContainerFiles::write`].
+    pub fn insert(&mut self, c: Container) {
         self.by_id.insert(c.id.clone(), c);
-        Ok(())
     }
 
-    pub fn delete(&mut self, id: &str) -> Result<()> {
-        super::remove_file(&self.dir.join(format!("{id}.json")))?;
+    /// Forgets a record (and its name) whose file [`ContainerFiles::remove`] removed.
+    pub fn remove(&mut self, id: &str) {
         self.by_id.remove(id);
         self.release_name(id);
-        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<&Container> {
