@@ -222,24 +222,95 @@ fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Result<
 /// Builds the spec. Errors name the field that is wrong.
 pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let SpecInput {
-        id,
         sandbox,
         config,
         image,
         rootfs,
-        oom_floor,
-        unset_seccomp,
-        target_pid,
-        cgroup_driver,
+        ..
     } = *input;
     let run = image.config.config.clone().unwrap_or_default();
     let linux_cfg = config.linux.clone().unwrap_or_default();
     let sec = linux_cfg.security_context.clone().unwrap_or_default();
-    let ns_opts = sec.namespace_options.clone().unwrap_or_default();
     let pod_ns = crate::store::sandbox::namespace_options(&sandbox.config);
+    let (cap_set, seccomp, apparmor) = security(&sec, input.unset_seccomp)?;
+    let process = process(input, &run, &linux_cfg, cap_set, apparmor)?;
+    let mut mounts = base_mounts(sec.privileged)?;
+    mounts.extend(pod_mounts(config, sandbox, sec.readonly_rootfs)?);
+    let (user_mounts, rootfs_propagation) = user_mounts(config)?;
+    mounts.extend(user_mounts);
+    let host_net = pod_ns.network == NamespaceMode::Node as i32;
+    let host_ipc = pod_ns.ipc == NamespaceMode::Node as i32;
+    let sysctls = sandbox
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone())
+        .unwrap_or_default();
+    super::sysctl::validate(&sysctls, !host_ipc, !host_net)?;
+    let mut linux = linux(input, &linux_cfg, host_net)?;
+    if !sysctls.is_empty() {
+        linux = linux.sysctl(sysctls);
+    }
+    if let Some(s) = seccomp {
+        linux = linux.seccomp(s);
+    }
+    if let Some(p) = rootfs_propagation {
+        linux = linux.rootfs_propagation(p);
+    }
+    // Always set: oci-spec's defaults would mask and make read-only paths for privileged containers
+    // too. The request's lists (kubelet sends its defaults, or none for `procMount: Unmasked`) win
+    // over berth's; an empty list means berth's defaults, as containerd reads it.
+    let paths = |asked: &[String], default: &[&str]| -> Vec<String> {
+        if sec.privileged {
+            Vec::new()
+        } else if asked.is_empty() {
+            default.iter().map(|s| s.to_string()).collect()
+        } else {
+            asked.to_vec()
+        }
+    };
+    linux = linux
+        .masked_paths(paths(&sec.masked_paths, MASKED_PATHS))
+        .readonly_paths(paths(&sec.readonly_paths, READONLY_PATHS));
+    let annotations = annotations(sandbox, config, image);
+    let mut spec = SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(
+            RootBuilder::default()
+                .path(rootfs)
+                .readonly(sec.readonly_rootfs)
+                .build()
+                .map_err(bad)?,
+        )
+        .mounts(mounts)
+        .linux(linux.build().map_err(bad)?)
+        .annotations(annotations);
+    if !host_net {
+        let hostname = std::fs::read_to_string(sandbox.dir.join("hostname")).unwrap_or_default();
+        spec = spec.hostname(hostname.trim().to_string());
+    }
+    let mut spec = spec.build().map_err(bad)?;
+    if host_net {
+        // oci-spec's default hostname ("youki") would need a UTS namespace of the container's own.
+        spec.set_hostname(None);
+    }
+    Ok(spec)
+}
 
+/// The container's process: the image's command, env and working directory under the CRI's
+/// overrides, its user, capabilities and OOM score.
+fn process(
+    input: &SpecInput<'_>,
+    run: &berth_image::manifest::RunConfig,
+    linux_cfg: &berth_proto::cri::LinuxContainerConfig,
+    cap_set: Capabilities,
+    apparmor: Option<String>,
+) -> Result<oci_spec::runtime::Process> {
+    let config = input.config;
+    let sec = linux_cfg.security_context.clone().unwrap_or_default();
     let user = super::user::resolve(
-        rootfs,
+        input.rootfs,
         run.user.as_deref().unwrap_or(""),
         sec.run_as_user.as_ref().map(|v| v.value),
         &sec.run_as_username,
@@ -247,7 +318,6 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         &sec.supplemental_groups,
         sec.supplemental_groups_policy == berth_proto::cri::SupplementalGroupsPolicy::Strict as i32,
     )?;
-    let (cap_set, seccomp, apparmor) = security(&sec, unset_seccomp)?;
     let oom = linux_cfg
         .resources
         .as_ref()
@@ -255,8 +325,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .unwrap_or(0);
     let mut process = ProcessBuilder::default()
         .terminal(config.tty)
-        .args(process_args(config, &run)?)
-        .env(process_env(config, &run))
+        .args(process_args(config, run)?)
+        .env(process_env(config, run))
         .cwd(match (config.working_dir.as_str(), run.working_dir.as_deref()) {
             ("", Some(w)) if !w.is_empty() => w.to_string(),
             ("", _) => "/".to_string(),
@@ -284,13 +354,17 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
                 .map_err(bad)?,
         )
         .no_new_privileges(sec.no_new_privs)
-        .oom_score_adj(oom.max(oom_floor));
+        .oom_score_adj(oom.max(input.oom_floor));
     if let Some(a) = apparmor {
         process = process.apparmor_profile(a);
     }
-    let process = process.build().map_err(bad)?;
+    process.build().map_err(bad)
+}
 
-    let mut mounts = vec![
+/// The mounts every container gets: /proc, /dev, /dev/pts, /dev/mqueue, /sys, /sys/fs/cgroup.
+fn base_mounts(privileged: bool) -> Result<Vec<oci_spec::runtime::Mount>> {
+    let sec = Privileged { privileged };
+    Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
             "/dev",
@@ -323,7 +397,17 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
                 if sec.privileged { "rw" } else { "ro" },
             ],
         )?,
-    ];
+    ])
+}
+
+/// What `base_mounts` reads of the security context.
+struct Privileged {
+    privileged: bool,
+}
+
+/// The pod's files (hostname, hosts, resolv.conf) and its /dev/shm, unless the request mounts its own.
+fn pod_mounts(config: &ContainerConfig, sandbox: &Sandbox, readonly: bool) -> Result<Vec<oci_spec::runtime::Mount>> {
+    let mut mounts = Vec::new();
     let user_dests: Vec<&str> = config.mounts.iter().map(|m| m.container_path.as_str()).collect();
     let pod_files = [
         ("/etc/hostname", "hostname"),
@@ -332,7 +416,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     ];
     for (dest, file) in pod_files {
         if !user_dests.contains(&dest) {
-            mounts.push(bind(dest, &sandbox.dir.join(file), sec.readonly_rootfs, "rprivate")?);
+            mounts.push(bind(dest, &sandbox.dir.join(file), readonly, "rprivate")?);
         }
     }
     if !user_dests.contains(&"/dev/shm") {
@@ -341,6 +425,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             None => bind("/dev/shm", Path::new("/dev/shm"), false, "rprivate")?,
         });
     }
+    Ok(mounts)
+}
+
+/// The request's mounts, and the root propagation they need (None: runc's default).
+fn user_mounts(config: &ContainerConfig) -> Result<(Vec<oci_spec::runtime::Mount>, Option<&'static str>)> {
+    let mut mounts = Vec::new();
     let mut rootfs_propagation: Option<&str> = None;
     for m in &config.mounts {
         if m.container_path.is_empty() || !m.container_path.starts_with('/') {
@@ -376,7 +466,19 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         }
         mounts.push(bind(&m.container_path, &host, m.readonly, propagation)?);
     }
+    Ok((mounts, rootfs_propagation))
+}
 
+/// The container's namespaces: its own mount (and PID, unless shared) namespace, the pod's others.
+fn namespaces(input: &SpecInput<'_>, host_net: bool) -> Result<Vec<oci_spec::runtime::LinuxNamespace>> {
+    let (sandbox, target_pid) = (input.sandbox, input.target_pid);
+    let ns_opts = input
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
     let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
     match NamespaceMode::try_from(ns_opts.pid).unwrap_or(NamespaceMode::Container) {
         NamespaceMode::Node => {}
@@ -403,15 +505,6 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             }
         },
     }
-    let host_net = pod_ns.network == NamespaceMode::Node as i32;
-    let host_ipc = pod_ns.ipc == NamespaceMode::Node as i32;
-    let sysctls = sandbox
-        .config
-        .linux
-        .as_ref()
-        .map(|l| l.sysctls.clone())
-        .unwrap_or_default();
-    super::sysctl::validate(&sysctls, !host_ipc, !host_net)?;
     for (kind, typ) in [
         ("net", LinuxNamespaceType::Network),
         ("ipc", LinuxNamespaceType::Ipc),
@@ -426,13 +519,24 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             )));
         }
     }
+    Ok(namespaces)
+}
+
+/// The Linux part: namespaces, cgroup path, devices and resources.
+fn linux(
+    input: &SpecInput<'_>,
+    linux_cfg: &berth_proto::cri::LinuxContainerConfig,
+    host_net: bool,
+) -> Result<LinuxBuilder> {
+    let (sandbox, config) = (input.sandbox, input.config);
+    let namespaces = namespaces(input, host_net)?;
     let cgroup_parent = sandbox
         .config
         .linux
         .as_ref()
         .map(|l| l.cgroup_parent.as_str())
         .unwrap_or_default();
-    let cgroups_path = crate::cgroup::container_path(cgroup_driver, cgroup_parent, id)?;
+    let cgroups_path = crate::cgroup::container_path(input.cgroup_driver, cgroup_parent, input.id)?;
     let mut device_rules = vec![
         LinuxDeviceCgroupBuilder::default()
             .allow(false)
@@ -451,36 +555,15 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         None => LinuxResourcesBuilder::default(),
     }
     .devices(device_rules);
-    let mut linux = LinuxBuilder::default()
+    Ok(LinuxBuilder::default()
         .devices(devices)
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(cgroups_path))
-        .resources(resources.build().map_err(bad)?);
-    if !sysctls.is_empty() {
-        linux = linux.sysctl(sysctls);
-    }
-    if let Some(s) = seccomp {
-        linux = linux.seccomp(s);
-    }
-    if let Some(p) = rootfs_propagation {
-        linux = linux.rootfs_propagation(p);
-    }
-    // Always set: oci-spec's defaults would mask and make read-only paths for privileged containers
-    // too. The request's lists (kubelet sends its defaults, or none for `procMount: Unmasked`) win
-    // over berth's; an empty list means berth's defaults, as containerd reads it.
-    let paths = |asked: &[String], default: &[&str]| -> Vec<String> {
-        if sec.privileged {
-            Vec::new()
-        } else if asked.is_empty() {
-            default.iter().map(|s| s.to_string()).collect()
-        } else {
-            asked.to_vec()
-        }
-    };
-    linux = linux
-        .masked_paths(paths(&sec.masked_paths, MASKED_PATHS))
-        .readonly_paths(paths(&sec.readonly_paths, READONLY_PATHS));
+        .resources(resources.build().map_err(bad)?))
+}
 
+/// The request's annotations with the CRI's own (container type and name, pod, image).
+fn annotations(sandbox: &Sandbox, config: &ContainerConfig, image: &berth_image::Image) -> HashMap<String, String> {
     let mut annotations: HashMap<String, String> = config.annotations.clone();
     let meta = sandbox.metadata();
     for (k, v) in [
@@ -500,29 +583,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     ] {
         annotations.insert(k.to_string(), v);
     }
-    let mut spec = SpecBuilder::default()
-        .version("1.0.2")
-        .process(process)
-        .root(
-            RootBuilder::default()
-                .path(rootfs)
-                .readonly(sec.readonly_rootfs)
-                .build()
-                .map_err(bad)?,
-        )
-        .mounts(mounts)
-        .linux(linux.build().map_err(bad)?)
-        .annotations(annotations);
-    if !host_net {
-        let hostname = std::fs::read_to_string(sandbox.dir.join("hostname")).unwrap_or_default();
-        spec = spec.hostname(hostname.trim().to_string());
-    }
-    let mut spec = spec.build().map_err(bad)?;
-    if host_net {
-        // oci-spec's default hostname ("youki") would need a UTS namespace of the container's own.
-        spec.set_hostname(None);
-    }
-    Ok(spec)
+    annotations
 }
 
 /// The OCI resources (cgroup limits) for CRI resources, as CreateContainer and

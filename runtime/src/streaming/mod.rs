@@ -250,60 +250,14 @@ fn route<B: Backend>(backend: &Arc<B>, registry: &Registry, mut req: Request<Inc
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let backend = backend.clone();
+    let upgraded = Upgraded {
+        backend: backend.clone(),
+        pending,
+        on_upgrade,
+        resp,
+    };
     if upgrade.eq_ignore_ascii_case("websocket") {
-        let Some(key) = h.get("sec-websocket-key").and_then(|v| v.to_str().ok()) else {
-            return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
-        };
-        if h.get("sec-websocket-version").and_then(|v| v.to_str().ok()) != Some("13") {
-            let mut r = plain(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
-            r.headers_mut()
-                .insert("sec-websocket-version", HeaderValue::from_static("13"));
-            return r;
-        }
-        let offered = header_list(h, "sec-websocket-protocol");
-        let server: &[&str] = if is_pf {
-            &WS_PORTFORWARD_PROTOCOLS
-        } else {
-            &WS_EXEC_PROTOCOLS
-        };
-        let protocol = if offered.is_empty() {
-            ""
-        } else {
-            match negotiate(&offered, server) {
-                Some(p) => p,
-                None => {
-                    return plain(
-                        StatusCode::FORBIDDEN,
-                        format!("requested protocol(s) are not supported: {offered:?}; supports {server:?}"),
-                    );
-                }
-            }
-        };
-        let ports = if is_pf && !protocol.contains("portforward") {
-            match query_ports(req.uri().query().unwrap_or("")) {
-                Ok(p) => p,
-                Err(m) => return plain(StatusCode::BAD_REQUEST, m),
-            }
-        } else {
-            Vec::new()
-        };
-        resp.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(v) = HeaderValue::from_str(&ws::accept_key(key)) {
-            resp.headers_mut().insert("sec-websocket-accept", v);
-        }
-        if !protocol.is_empty() {
-            resp.headers_mut()
-                .insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
-        }
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(io) => ws_session(backend, pending, protocol, ports, hyper_util::rt::TokioIo::new(io)).await,
-                Err(e) => tracing::debug!(error = %e, "websocket upgrade"),
-            }
-        });
-        return resp;
+        return ws_upgrade(h, req.uri().query().unwrap_or(""), is_pf, upgraded);
     }
     if !upgrade.eq_ignore_ascii_case("SPDY/3.1") {
         return plain(
@@ -311,6 +265,87 @@ fn route<B: Backend>(backend: &Arc<B>, registry: &Registry, mut req: Request<Inc
             format!("unable to upgrade: unsupported protocol {upgrade:?} (SPDY/3.1 or websocket)"),
         );
     }
+    spdy_upgrade(h, is_pf, upgraded)
+}
+
+/// An accepted upgrade: the session's request and backend, the connection to come, the 101 answer.
+struct Upgraded<B> {
+    backend: Arc<B>,
+    pending: Pending,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    resp: Resp,
+}
+
+/// Negotiates a WebSocket session and starts it once the connection is upgraded.
+fn ws_upgrade<B: Backend>(h: &HeaderMap, query: &str, is_pf: bool, u: Upgraded<B>) -> Resp {
+    let Upgraded {
+        backend,
+        pending,
+        on_upgrade,
+        mut resp,
+    } = u;
+    let Some(key) = h.get("sec-websocket-key").and_then(|v| v.to_str().ok()) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    if h.get("sec-websocket-version").and_then(|v| v.to_str().ok()) != Some("13") {
+        let mut r = plain(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
+        r.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return r;
+    }
+    let offered = header_list(h, "sec-websocket-protocol");
+    let server: &[&str] = if is_pf {
+        &WS_PORTFORWARD_PROTOCOLS
+    } else {
+        &WS_EXEC_PROTOCOLS
+    };
+    let protocol = if offered.is_empty() {
+        ""
+    } else {
+        match negotiate(&offered, server) {
+            Some(p) => p,
+            None => {
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    format!("requested protocol(s) are not supported: {offered:?}; supports {server:?}"),
+                );
+            }
+        }
+    };
+    let ports = if is_pf && !protocol.contains("portforward") {
+        match query_ports(query) {
+            Ok(p) => p,
+            Err(m) => return plain(StatusCode::BAD_REQUEST, m),
+        }
+    } else {
+        Vec::new()
+    };
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&ws::accept_key(key)) {
+        resp.headers_mut().insert("sec-websocket-accept", v);
+    }
+    if !protocol.is_empty() {
+        resp.headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
+    }
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(io) => ws_session(backend, pending, protocol, ports, hyper_util::rt::TokioIo::new(io)).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade"),
+        }
+    });
+    resp
+}
+
+/// Negotiates a SPDY/3.1 session and starts it once the connection is upgraded.
+fn spdy_upgrade<B: Backend>(h: &HeaderMap, is_pf: bool, u: Upgraded<B>) -> Resp {
+    let Upgraded {
+        backend,
+        pending,
+        on_upgrade,
+        mut resp,
+    } = u;
     let offered = header_list(h, "x-stream-protocol-version");
     if offered.is_empty() {
         return plain(
@@ -565,6 +600,43 @@ where
             session.close().await;
         }
     }
+}
+
+/// What a transport makes of one write command.
+pub(crate) enum Encoded {
+    Send(Vec<u8>),
+    /// Nothing to send for it.
+    Skip,
+    /// These bytes, then the end of the connection.
+    Last(Vec<u8>),
+}
+
+/// Writes what the session's handlers queue, encoded by the transport, until a close or a write
+/// error; flushes when nothing else is queued (bursts go out together), then shuts the connection
+/// down and turns `closed` true.
+pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<WriteCmd>,
+    closed: watch::Sender<bool>,
+    mut encode: impl FnMut(WriteCmd) -> Encoded + Send,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    while let Some(cmd) = rx.recv().await {
+        let (bytes, last) = match encode(cmd) {
+            Encoded::Send(b) => (b, false),
+            Encoded::Skip => continue,
+            Encoded::Last(b) => (b, true),
+        };
+        if !bytes.is_empty() && wr.write_all(&bytes).await.is_err() {
+            break;
+        }
+        if last || (rx.is_empty() && wr.flush().await.is_err()) {
+            break;
+        }
+    }
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+    let _ = closed.send(true);
 }
 
 /// Resolves once `flag` turns true (or its sender is gone).

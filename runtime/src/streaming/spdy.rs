@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
-use super::{NewStream, Session, WriteCmd};
+use super::{Encoded, NewStream, Session, WriteCmd, write_loop};
 
 /// The SPDY/3 header compression dictionary (1423 bytes, from the SPDY/3 draft).
 pub const DICTIONARY: &[u8] = include_bytes!("spdy3.dict");
@@ -39,7 +39,8 @@ where
     let (gone_tx, gone) = watch::channel(false);
     let (streams_tx, streams_rx) = mpsc::channel(16);
     let (closed_tx, closed_rx) = watch::channel(false);
-    tokio::spawn(write_loop(wr, rx, closed_tx));
+    let mut deflater = Deflater::default();
+    tokio::spawn(write_loop(wr, rx, closed_tx, move |cmd| encode(&mut deflater, cmd)));
     let reader_tx = tx.clone();
     tokio::spawn(async move {
         let read = read_loop(rd, reader_tx, streams_tx);
@@ -188,47 +189,35 @@ impl Deflater {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<WriteCmd>, closed: watch::Sender<bool>) {
-    let mut deflater = Deflater::default();
+/// The bytes of one write command (a data frame, FIN, SYN_REPLY or PING echo).
+fn encode(deflater: &mut Deflater, cmd: WriteCmd) -> Encoded {
     let mut buf = Vec::new();
-    while let Some(cmd) = rx.recv().await {
-        buf.clear();
-        match cmd {
-            WriteCmd::Data(id, data) => {
-                for chunk in data.chunks(MAX_DATA) {
-                    buf.extend(data_header(id, 0, chunk.len()));
-                    buf.extend(chunk);
-                }
-                if data.is_empty() {
-                    buf.extend(data_header(id, 0, 0));
-                }
+    match cmd {
+        WriteCmd::Data(id, data) => {
+            for chunk in data.chunks(MAX_DATA) {
+                buf.extend(data_header(id, 0, chunk.len()));
+                buf.extend(chunk);
             }
-            WriteCmd::Fin(id) => buf.extend(data_header(id, FLAG_FIN, 0)),
-            WriteCmd::Reply(id) => {
-                let Ok(block) = deflater.deflate(&encode_headers(&[])) else {
-                    break;
-                };
-                buf.extend(control_header(SYN_REPLY, 0, 4 + block.len()));
-                buf.extend((id & 0x7fff_ffff).to_be_bytes());
-                buf.extend(block);
+            if data.is_empty() {
+                buf.extend(data_header(id, 0, 0));
             }
-            WriteCmd::Pong(id) => {
-                buf.extend(control_header(PING, 0, id.len()));
-                buf.extend(id);
-            }
-            WriteCmd::Close => break,
         }
-        if wr.write_all(&buf).await.is_err() {
-            break;
+        WriteCmd::Fin(id) => buf.extend(data_header(id, FLAG_FIN, 0)),
+        WriteCmd::Reply(id) => {
+            let Ok(block) = deflater.deflate(&encode_headers(&[])) else {
+                return Encoded::Last(Vec::new());
+            };
+            buf.extend(control_header(SYN_REPLY, 0, 4 + block.len()));
+            buf.extend((id & 0x7fff_ffff).to_be_bytes());
+            buf.extend(block);
         }
-        // Flush when nothing else is queued, so bursts go out together.
-        if rx.is_empty() && wr.flush().await.is_err() {
-            break;
+        WriteCmd::Pong(id) => {
+            buf.extend(control_header(PING, 0, id.len()));
+            buf.extend(id);
         }
+        WriteCmd::Close => return Encoded::Last(Vec::new()),
     }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
-    let _ = closed.send(true);
+    Encoded::Send(buf)
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(

@@ -9,7 +9,7 @@ use sha1::Digest as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::{Session, WriteCmd};
+use super::{Encoded, Session, WriteCmd, write_loop};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const OP_CONT: u8 = 0;
@@ -53,7 +53,7 @@ where
     let (tx, rx) = mpsc::channel::<WriteCmd>(64);
     let (gone_tx, gone) = watch::channel(false);
     let (closed_tx, mut closed_rx) = watch::channel(false);
-    tokio::spawn(write_loop(wr, rx, codec, closed_tx));
+    tokio::spawn(write_loop(wr, rx, closed_tx, move |cmd| encode(codec, cmd)));
     let reader_tx = tx.clone();
     tokio::spawn(async move {
         let read = read_loop(rd, reader_tx, codec, inputs, v5);
@@ -116,45 +116,27 @@ fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<WriteCmd>,
-    codec: Codec,
-    closed: watch::Sender<bool>,
-) {
-    while let Some(cmd) = rx.recv().await {
-        let bytes = match cmd {
-            WriteCmd::Data(ch, data) => match codec {
-                Codec::Binary => {
-                    let mut p = Vec::with_capacity(data.len() + 1);
-                    p.push(ch as u8);
-                    p.extend(data);
-                    frame(OP_BINARY, &p)
-                }
-                Codec::Base64 => {
-                    let mut p = vec![b'0' + ch as u8];
-                    p.extend(base64::engine::general_purpose::STANDARD.encode(data).as_bytes());
-                    frame(OP_TEXT, &p)
-                }
-                Codec::Raw => frame(OP_BINARY, &data),
-            },
-            WriteCmd::Pong(p) => frame(OP_PONG, &p),
-            WriteCmd::Fin(_) | WriteCmd::Reply(_) => continue,
-            WriteCmd::Close => {
-                let _ = wr.write_all(&frame(OP_CLOSE, &1000u16.to_be_bytes())).await;
-                break;
+/// The frame of one write command in `codec` (FIN and SYN_REPLY have no WebSocket equivalent).
+fn encode(codec: Codec, cmd: WriteCmd) -> Encoded {
+    Encoded::Send(match cmd {
+        WriteCmd::Data(ch, data) => match codec {
+            Codec::Binary => {
+                let mut p = Vec::with_capacity(data.len() + 1);
+                p.push(ch as u8);
+                p.extend(data);
+                frame(OP_BINARY, &p)
             }
-        };
-        if wr.write_all(&bytes).await.is_err() {
-            break;
-        }
-        if rx.is_empty() && wr.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
-    let _ = closed.send(true);
+            Codec::Base64 => {
+                let mut p = vec![b'0' + ch as u8];
+                p.extend(base64::engine::general_purpose::STANDARD.encode(data).as_bytes());
+                frame(OP_TEXT, &p)
+            }
+            Codec::Raw => frame(OP_BINARY, &data),
+        },
+        WriteCmd::Pong(p) => frame(OP_PONG, &p),
+        WriteCmd::Fin(_) | WriteCmd::Reply(_) => return Encoded::Skip,
+        WriteCmd::Close => return Encoded::Last(frame(OP_CLOSE, &1000u16.to_be_bytes())),
+    })
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
