@@ -258,111 +258,41 @@ impl Config {
 
     /// The default configuration as a commented TOML file, for `berthd config`.
     pub fn commented_default() -> String {
+        // The template's `@name@` is a value as TOML writes it bare, `@name?@` quoted.
         let d = Config::default();
-        format!(
-            r#"# berthd configuration. Every setting is shown with its default; delete what you do not change.
-# Drop-in files in config.d/ beside this file are applied on top, in name order.
-# Command-line flags (--root, --state, --socket, --log-level) and BERTH_* variables override both.
-
-# Persistent data: images, unpacked layers, metadata.
-root = {root:?}
-# Runtime state that does not survive a reboot.
-state = {state:?}
-# The CRI socket kubelet and crictl connect to (created 0600, root only).
-socket = {socket:?}
-# error, warn, info, debug, trace, or a tracing filter such as "berth_image=debug,info".
-log_level = {log:?}
-# cgroupfs or systemd (container scopes in kubelet's slices; needs systemd as PID 1);
-# must match kubelet's cgroupDriver.
-cgroup_driver = "cgroupfs"
-
-[registry]
-# Directory of containerd-style hosts.toml files: <dir>/<registry host>/hosts.toml (or
-# <dir>/_default/hosts.toml) with server, [host."<mirror url>"] capabilities, skip_verify, ca, header.
-# Mirrors are tried in file order, then the upstream. An existing /etc/containerd/certs.d works as is.
-config_path = {cp:?}
-# Layers downloaded at once for one pull.
-max_concurrent_downloads = {mcd}
-
-[pod]
-# Size in bytes of each pod's /dev/shm, a tmpfs shared by the pod's containers.
-shm_size = {shm}
-
-[runtime]
-# The handler for pods that name none; kubelet's RuntimeClass handler names pick another.
-default_handler = "runc"
-# Seccomp for a container whose request names no profile (kubelet always names one; crictl may not):
-# "unconfined" (what the CRI says an unset profile means, as containerd and CRI-O do),
-# "runtime/default" (berth's built-in profile: safer, for nodes whose clients may leave it unset), or
-# "localhost/<absolute path to a profile>".
-unset_seccomp_profile = "unconfined"
-# Each handler: a shim v2 binary (looked up beside berthd, then on PATH), the OCI runtime it drives,
-# and who writes the CRI log: "shim" (berth-shim; logs keep flowing while berthd is down) or
-# "berthd" (containerd's shims hand output to FIFOs, which berthd copies). Defining any handler
-# replaces this list.
-[runtime.handlers.runc]
-shim = "berth-shim"
-runtime = "runc"
-log_writer = "shim"
-[runtime.handlers.crun]
-shim = "berth-shim"
-runtime = "crun"
-log_writer = "shim"
-[runtime.handlers.runc-containerd]
-shim = "containerd-shim-runc-v2"
-runtime = "runc"
-log_writer = "berthd"
-
-[network]
-# "auto": CNI when cni_conf_dir holds a network configuration, else the built-in bridge;
-# "cni": CNI only (NetworkReady stays false until a configuration appears); "bridge": built-in only.
-mode = "auto"
-# CNI network configurations (*.conflist, *.conf, *.json); the first by file name is used.
-cni_conf_dir = {ccd:?}
-# Where CNI plugin binaries are looked for, in order.
-cni_bin_dirs = [{cbd}]
-
-# The built-in bridge: made in process over netlink, addresses from its own IPAM, host ports and
-# masquerading by iptables rules in berth's own chains (BERTH-*).
-[network.bridge]
-name = {bn:?}
-subnet = "{bs}"
-# An IPv6 subnet makes pods dual-stack, e.g. subnet6 = "fd00:b::/64".
-# subnet6 = ""
-mtu = {mtu}
-# Masquerade pod traffic leaving the subnet (turns on IP forwarding).
-masquerade = {masq}
-
-[stream]
-# The streaming server Exec, Attach and PortForward hand out URLs on (kubelet connects to it).
-address = {saddr:?}
-# 0 picks a free port at start.
-port = {sport}
-"#,
-            root = d.root.display().to_string(),
-            state = d.state.display().to_string(),
-            socket = d.socket.display().to_string(),
-            log = d.log_level,
-            cp = d.registry.config_path.display().to_string(),
-            mcd = d.registry.max_concurrent_downloads,
-            shm = d.pod.shm_size,
-            ccd = d.network.cni_conf_dir.display().to_string(),
-            cbd = d
-                .network
-                .cni_bin_dirs
-                .iter()
-                .map(|p| format!("{:?}", p.display().to_string()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            bn = d.network.bridge.name,
-            bs = d.network.bridge.subnet,
-            mtu = d.network.bridge.mtu,
-            masq = d.network.bridge.masquerade,
-            saddr = d.stream.address,
-            sport = d.stream.port,
-        )
+        let quoted = |v: &str| format!("{v:?}");
+        let cbd = d
+            .network
+            .cni_bin_dirs
+            .iter()
+            .map(|p| quoted(&p.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values: [(&str, String); 15] = [
+            ("@root?@", quoted(&d.root.display().to_string())),
+            ("@state?@", quoted(&d.state.display().to_string())),
+            ("@socket?@", quoted(&d.socket.display().to_string())),
+            ("@log?@", quoted(&d.log_level)),
+            ("@cp?@", quoted(&d.registry.config_path.display().to_string())),
+            ("@mcd@", d.registry.max_concurrent_downloads.to_string()),
+            ("@shm@", d.pod.shm_size.to_string()),
+            ("@ccd?@", quoted(&d.network.cni_conf_dir.display().to_string())),
+            ("@cbd@", cbd),
+            ("@bn?@", quoted(&d.network.bridge.name)),
+            ("@bs@", d.network.bridge.subnet.to_string()),
+            ("@mtu@", d.network.bridge.mtu.to_string()),
+            ("@masq@", d.network.bridge.masquerade.to_string()),
+            ("@saddr?@", quoted(&d.stream.address)),
+            ("@sport@", d.stream.port.to_string()),
+        ];
+        values
+            .iter()
+            .fold(DEFAULT_TEMPLATE.to_string(), |text, (k, v)| text.replace(k, v))
     }
 }
+
+/// `berthd config`'s text: every setting with its default (filled in) and what it means.
+const DEFAULT_TEMPLATE: &str = include_str!("config.default.toml");
 
 fn parse_table(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {

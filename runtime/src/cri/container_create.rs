@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::oci;
 use crate::store::container::{Container, State, name_key};
 use crate::store::sandbox::State as SandboxState;
-use crate::store::{new_id, now_ns, write_json};
+use crate::store::{new_id, write_json};
 
 impl Cri {
     /// Creates a container: its name, a writable overlay snapshot on the image's layers mounted as
@@ -42,7 +42,7 @@ impl Cri {
         let id = new_id()?;
         self.containers()
             .reserve(&name_key(&config, &sandbox.name_key()), &id)?;
-        let bundle = self.config.state.join("containers").join(&id);
+        let bundle = self.bundle_dir(&id);
         // A container that names no log (kubelet always names one; crictl and critest may not)
         // logs into its bundle, removed with it: attach follows the log, and `crictl logs` works.
         let log_path = match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
@@ -50,44 +50,7 @@ impl Cri {
             ("", p) => PathBuf::from(p),
             (d, p) => PathBuf::from(d).join(p),
         };
-        let target_pid = self.pid_target(&config, &sandbox.id)?;
-        let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
-        let cgroup_driver = self.config.cgroup_driver;
-        let overlay = self.images.overlay().clone();
-        let (b, i, s, cfg, idc, floor) = (
-            bundle.clone(),
-            image.clone(),
-            sandbox.clone(),
-            config.clone(),
-            id.clone(),
-            self.oom_floor,
-        );
-        let made = tokio::task::spawn_blocking(move || -> Result<crate::oci::user::User> {
-            let rootfs = b.join("rootfs");
-            std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
-            overlay.prepare(&idc, &i.diff_ids())?.mount(&rootfs)?;
-            let spec = oci::build(&oci::SpecInput {
-                id: &idc,
-                sandbox: &s,
-                config: &cfg,
-                image: &i,
-                rootfs: &rootfs,
-                oom_floor: floor,
-                unset_seccomp: &unset_seccomp,
-                target_pid,
-                cgroup_driver,
-            })?;
-            write_json(&b.join("config.json"), &spec)?;
-            let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
-            Ok(crate::oci::user::User {
-                uid: u.uid(),
-                gid: u.gid(),
-                additional_gids: u.additional_gids().clone().unwrap_or_default(),
-            })
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("container create task: {e}")))
-        .and_then(|r| r);
+        let made = self.make_bundle(&bundle, &id, &image, &sandbox, &config).await;
         let user = match made {
             Ok(u) => u,
             Err(e) => {
@@ -97,25 +60,13 @@ impl Cri {
             }
         };
         let c = Container {
-            id: id.clone(),
-            sandbox_id: sandbox.id.clone(),
-            config,
             image_ref,
             image_id: image.id.to_string(),
-            state: State::Created,
-            created_at: now_ns(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
             bundle: bundle.clone(),
             log_path,
-            pid: 0,
             handler,
-            shim_address: String::new(),
-            snapshot: id.clone(),
             user: Some(user),
+            ..Container::created(&id, &sandbox.id, config)
         };
         let put = self.save_container(&self.container_turn(), c).map(drop);
         if let Err(e) = put {
@@ -131,6 +82,54 @@ impl Cri {
             None,
         );
         Ok(CreateContainerResponse { container_id: id })
+    }
+
+    /// Mounts the container's rootfs (a fresh snapshot over the image's layers) in `bundle` and
+    /// writes its OCI spec there; returns the user the spec runs the process as.
+    async fn make_bundle(
+        &self,
+        bundle: &std::path::Path,
+        id: &str,
+        image: &berth_image::Image,
+        sandbox: &crate::store::sandbox::Sandbox,
+        config: &berth_proto::cri::ContainerConfig,
+    ) -> Result<crate::store::container::User> {
+        let target_pid = self.pid_target(config, &sandbox.id)?;
+        let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
+        let (cgroup_driver, oom_floor) = (self.config.cgroup_driver, self.oom_floor);
+        let overlay = self.images.overlay().clone();
+        let (b, i, s, cfg, idc) = (
+            bundle.to_path_buf(),
+            image.clone(),
+            sandbox.clone(),
+            config.clone(),
+            id.to_string(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<crate::store::container::User> {
+            let rootfs = b.join("rootfs");
+            std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
+            overlay.prepare(&idc, &i.diff_ids())?.mount(&rootfs)?;
+            let spec = oci::build(&oci::SpecInput {
+                id: &idc,
+                sandbox: &s,
+                config: &cfg,
+                image: &i,
+                rootfs: &rootfs,
+                oom_floor,
+                unset_seccomp: &unset_seccomp,
+                target_pid,
+                cgroup_driver,
+            })?;
+            write_json(&b.join("config.json"), &spec)?;
+            let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
+            Ok(crate::store::container::User {
+                uid: u.uid(),
+                gid: u.gid(),
+                additional_gids: u.additional_gids().clone().unwrap_or_default(),
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("container create task: {e}")))?
     }
 
     /// For a container asking for the PID namespace of another (`TARGET`): the target's init PID. The

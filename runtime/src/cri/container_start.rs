@@ -74,6 +74,36 @@ impl Cri {
         let shim = self.shim(&address, &c.id).await?;
         let launched = t0.elapsed();
 
+        let create = self.create_request(c, &handler, stdout, stderr)?;
+        shim.create(&create).await?;
+        let created = t0.elapsed();
+        let start_time = now_ns();
+        let started = shim.start(&c.id, "").await?;
+        let task_started = t0.elapsed();
+
+        let rec = self.record_started(c, started.pid, start_time)?;
+        self.watch_exit(&rec, shim);
+        tracing::info!(id = %c.id, pid = started.pid, "container started");
+        tracing::debug!(
+            id = %c.id,
+            shim_us = launched.as_micros() as u64,
+            create_us = (created - launched).as_micros() as u64,
+            start_us = (task_started - created).as_micros() as u64,
+            total_us = t0.elapsed().as_micros() as u64,
+            "start timings"
+        );
+        Ok(())
+    }
+
+    /// The shim's CreateTask request: the bundle, stdio, and runc's options (binary, root, cgroup
+    /// driver).
+    fn create_request(
+        &self,
+        c: &Container,
+        handler: &crate::config::Handler,
+        stdout: String,
+        stderr: String,
+    ) -> Result<api::CreateTaskRequest> {
         let mut opts = berth_proto::shim::shim::oci::Options::new();
         opts.binary_name = handler.runtime.clone();
         opts.root = self.config.state.join("runc").display().to_string();
@@ -97,57 +127,44 @@ impl Cri {
         }
         create.terminal = c.config.tty;
         create.options = Some(any).into();
-        shim.create(&create).await?;
-        let created = t0.elapsed();
-        let start_time = now_ns();
-        let started = shim.start(&c.id, "").await?;
-        let task_started = t0.elapsed();
+        Ok(create)
+    }
 
+    /// Records the container Running (or, if its exit came first, its start time) and sends its
+    /// events in order.
+    fn record_started(&self, c: &Container, pid: u32, start_time: i64) -> Result<Container> {
         let pod_status = self.pod_status_for_event(&c.sandbox_id);
-        let rec = {
-            let turn = self.container_turn();
-            let rec = self.containers().get(&c.id).cloned();
-            let mut rec = rec.ok_or_else(|| Error::NotFound(format!("container {} vanished while starting", c.id)))?;
-            let quick = rec.state == State::Exited;
-            if quick {
-                // A quick process: its exit event came in before the Start reply.
-                rec.pid = started.pid;
-                rec.started_at = start_time;
-            } else {
-                rec.start(started.pid, start_time)?;
-            }
-            let store = self.save_container(&turn, rec.clone())?;
+        let turn = self.container_turn();
+        let rec = self.containers().get(&c.id).cloned();
+        let mut rec = rec.ok_or_else(|| Error::NotFound(format!("container {} vanished while starting", c.id)))?;
+        let quick = rec.state == State::Exited;
+        if quick {
+            // A quick process: its exit event came in before the Start reply.
+            rec.pid = pid;
+            rec.started_at = start_time;
+        } else {
+            rec.start(pid, start_time)?;
+        }
+        let store = self.save_container(&turn, rec.clone())?;
+        self.emit_locked(
+            &store,
+            &c.id,
+            &c.sandbox_id,
+            berth_proto::cri::ContainerEventType::ContainerStartedEvent,
+            pod_status.clone(),
+        );
+        if quick {
+            // Its exit was recorded before it was Running, without an event: the event follows
+            // here, in order.
             self.emit_locked(
                 &store,
                 &c.id,
                 &c.sandbox_id,
-                berth_proto::cri::ContainerEventType::ContainerStartedEvent,
-                pod_status.clone(),
+                berth_proto::cri::ContainerEventType::ContainerStoppedEvent,
+                pod_status,
             );
-            if quick {
-                // Its exit was recorded before it was Running, without an event: the event follows
-                // here, in order.
-                self.emit_locked(
-                    &store,
-                    &c.id,
-                    &c.sandbox_id,
-                    berth_proto::cri::ContainerEventType::ContainerStoppedEvent,
-                    pod_status,
-                );
-            }
-            rec
-        };
-        self.watch_exit(&rec, shim);
-        tracing::info!(id = %c.id, pid = started.pid, "container started");
-        tracing::debug!(
-            id = %c.id,
-            shim_us = launched.as_micros() as u64,
-            create_us = (created - launched).as_micros() as u64,
-            start_us = (task_started - created).as_micros() as u64,
-            total_us = t0.elapsed().as_micros() as u64,
-            "start timings"
-        );
-        Ok(())
+        }
+        Ok(rec)
     }
 
     /// The stdio the shim is given: berth-shim writes the CRI log itself (`crilog://`); containerd

@@ -140,8 +140,7 @@ impl Cri {
     pub async fn start_background(
         self: &Arc<Self>,
     ) -> crate::error::Result<berth_proto::shim::ttrpc::asynchronous::Server> {
-        let (mut server, mut exits) =
-            crate::shim_client::serve_events(&self.events_socket(), &self.config.state.join("containers"))?;
+        let (mut server, mut exits) = crate::shim_client::serve_events(&self.events_socket(), &self.bundles_dir())?;
         server
             .start()
             .await
@@ -197,6 +196,15 @@ impl Cri {
             }
         }
         Ok(server)
+    }
+
+    /// Where the containers' bundles are: `<state>/containers/<id>`.
+    pub(crate) fn bundles_dir(&self) -> std::path::PathBuf {
+        self.config.state.join("containers")
+    }
+
+    pub(crate) fn bundle_dir(&self, id: &str) -> std::path::PathBuf {
+        self.bundles_dir().join(id)
     }
 
     pub fn config(&self) -> &Config {

@@ -13,29 +13,8 @@ impl Cri {
         let cfg = req
             .config
             .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config is required".into()))?;
-        let meta = cfg
-            .metadata
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config.metadata is required".into()))?;
-        if meta.name.is_empty() {
-            return Err(Error::InvalidArgument(
-                "RunPodSandbox: metadata.name is required".into(),
-            ));
-        }
-        self.handler(&req.runtime_handler)?;
-        // Pod sysctls go into each container's spec (there is no infra container); refuse bad ones
-        // before anything is made.
-        let ns = crate::store::sandbox::namespace_options(&cfg);
-        if let Some(l) = &cfg.linux {
-            crate::oci::sysctl::validate(
-                &l.sysctls,
-                ns.ipc != berth_proto::cri::NamespaceMode::Node as i32,
-                ns.network != berth_proto::cri::NamespaceMode::Node as i32,
-            )?;
-            // Its containers' cgroups go below the parent: one the driver cannot use is refused now,
-            // as containerd refuses it with the pod (its pause container), not at each container.
-            crate::cgroup::container_path(self.config.cgroup_driver, &l.cgroup_parent, "pod")?;
-        }
+        self.check_pod(&cfg, &req.runtime_handler)?;
+        let meta = cfg.metadata.clone().unwrap_or_default();
         let id = new_id()?;
         let key = name_key(&meta);
         let pod = self.pod_request(&id, &cfg)?;
@@ -92,6 +71,32 @@ impl Cri {
             None,
         );
         Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+    }
+
+    /// Refuses a pod config berth cannot run before anything is made: no name, an unknown
+    /// handler, bad sysctls (they go into each container's spec: there is no infra container), a
+    /// cgroup parent the driver cannot use (containerd refuses it with the pod, not per container).
+    fn check_pod(&self, cfg: &PodSandboxConfig, handler: &str) -> Result<()> {
+        let meta = cfg
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config.metadata is required".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "RunPodSandbox: metadata.name is required".into(),
+            ));
+        }
+        self.handler(handler)?;
+        let ns = crate::store::sandbox::namespace_options(&cfg);
+        if let Some(l) = &cfg.linux {
+            crate::oci::sysctl::validate(
+                &l.sysctls,
+                ns.ipc != berth_proto::cri::NamespaceMode::Node as i32,
+                ns.network != berth_proto::cri::NamespaceMode::Node as i32,
+            )?;
+            crate::cgroup::container_path(self.config.cgroup_driver, &l.cgroup_parent, "pod")?;
+        }
+        Ok(())
     }
 
     /// What pod networking needs to know of a pod: identity, host ports, DNS, bandwidth limits.

@@ -57,6 +57,31 @@ pub struct Container {
 }
 
 impl Container {
+    /// A new record in state Created, with nothing run yet (the caller fills in the rest).
+    pub fn created(id: &str, sandbox_id: &str, config: ContainerConfig) -> Container {
+        Container {
+            id: id.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+            config,
+            image_ref: String::new(),
+            image_id: String::new(),
+            state: State::Created,
+            created_at: super::now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            bundle: PathBuf::new(),
+            log_path: PathBuf::new(),
+            pid: 0,
+            handler: String::new(),
+            shim_address: String::new(),
+            snapshot: id.to_string(),
+            user: None,
+        }
+    }
+
     pub fn name(&self) -> &str {
         self.config.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
     }

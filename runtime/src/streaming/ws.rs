@@ -139,6 +139,58 @@ fn encode(codec: Codec, cmd: WriteCmd) -> Encoded {
     })
 }
 
+fn bad(m: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string())
+}
+
+/// One frame: FIN, opcode and the unmasked payload; `None` at the end of the connection. `held` is
+/// what the message so far holds (the limit is on the whole message).
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, held: usize) -> std::io::Result<Option<(bool, u8, Vec<u8>)>> {
+    let mut h = [0u8; 2];
+    match rd.read_exact(&mut h).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let fin = h[0] & 0x80 != 0;
+    let op = h[0] & 0x0f;
+    let masked = h[1] & 0x80 != 0;
+    let len = match h[1] & 0x7f {
+        126 => u64::from(rd.read_u16().await?),
+        127 => rd.read_u64().await?,
+        n => u64::from(n),
+    } as usize;
+    if len > MAX_MESSAGE || held + len > MAX_MESSAGE {
+        return Err(bad("WebSocket message too large"));
+    }
+    let mut mask = [0u8; 4];
+    if masked {
+        rd.read_exact(&mut mask).await?;
+    }
+    let mut payload = vec![0u8; len];
+    rd.read_exact(&mut payload).await?;
+    if masked {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    Ok(Some((fin, op, payload)))
+}
+
+/// Splits a whole message into its channel and data (`None`: nothing to deliver).
+fn channel_message(codec: Codec, msg: &[u8]) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let Some((&first, rest)) = msg.split_first() else {
+        return Ok(None);
+    };
+    Ok(Some(match codec {
+        Codec::Base64 => match base64::engine::general_purpose::STANDARD.decode(rest) {
+            Ok(d) => (first.wrapping_sub(b'0'), d),
+            Err(_) => return Err(bad("invalid base64 in a channel message")),
+        },
+        Codec::Binary | Codec::Raw => (first, rest.to_vec()),
+    }))
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
     tx: mpsc::Sender<WriteCmd>,
@@ -146,37 +198,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut inputs: HashMap<u8, mpsc::Sender<Vec<u8>>>,
     v5: bool,
 ) -> std::io::Result<()> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut message: Vec<u8> = Vec::new();
-    loop {
-        let mut h = [0u8; 2];
-        match rd.read_exact(&mut h).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let fin = h[0] & 0x80 != 0;
-        let op = h[0] & 0x0f;
-        let masked = h[1] & 0x80 != 0;
-        let len = match h[1] & 0x7f {
-            126 => u64::from(rd.read_u16().await?),
-            127 => rd.read_u64().await?,
-            n => u64::from(n),
-        } as usize;
-        if len > MAX_MESSAGE || message.len() + len > MAX_MESSAGE {
-            return Err(bad("WebSocket message too large"));
-        }
-        let mut mask = [0u8; 4];
-        if masked {
-            rd.read_exact(&mut mask).await?;
-        }
-        let mut payload = vec![0u8; len];
-        rd.read_exact(&mut payload).await?;
-        if masked {
-            for (i, b) in payload.iter_mut().enumerate() {
-                *b ^= mask[i % 4];
-            }
-        }
+    while let Some((fin, op, payload)) = read_frame(&mut rd, message.len()).await? {
         match op {
             OP_PING => {
                 let _ = tx.send(WriteCmd::Pong(payload)).await;
@@ -197,21 +220,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             continue;
         }
-        let Some((&first, rest)) = msg.split_first() else {
+        let Some((ch, data)) = channel_message(codec, &msg)? else {
             continue;
-        };
-        let ch = if codec == Codec::Base64 {
-            first.wrapping_sub(b'0')
-        } else {
-            first
-        };
-        let data = if codec == Codec::Base64 {
-            match base64::engine::general_purpose::STANDARD.decode(rest) {
-                Ok(d) => d,
-                Err(_) => return Err(bad("invalid base64 in a channel message")),
-            }
-        } else {
-            rest.to_vec()
         };
         if v5 && ch == CLOSE_CHANNEL {
             if let Some(c) = data.first() {
@@ -225,6 +235,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let _ = input.send(data).await;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
