@@ -102,57 +102,11 @@ impl Images {
         let endpoints = hosts::endpoints(self.opts.hosts_dir.as_deref(), &r.domain)?;
         let repo = Repository::new(self.transport.clone(), &r.domain, &r.path, endpoints, creds);
 
-        let top = repo.manifest(&r.manifest_ref()).await?;
-        self.content.write_bytes(&top.digest, &top.body)?;
-        let mut blobs = vec![top.digest.clone()];
-        let (manifest_digest, manifest) = match manifest::parse_manifest(&top.content_type, &top.body)? {
-            Fetched::Manifest(m) => (top.digest.clone(), m),
-            Fetched::Index(index) => {
-                let desc = manifest::select_platform(&index, &self.opts.platform).ok_or_else(|| {
-                    Error::NoMatchingPlatform {
-                        reference: r.to_string(),
-                        platform: self.opts.platform.to_string(),
-                    }
-                })?;
-                let m = repo.manifest(&desc.digest.to_string()).await?;
-                self.content.write_bytes(&m.digest, &m.body)?;
-                blobs.push(m.digest.clone());
-                match manifest::parse_manifest(&m.content_type, &m.body)? {
-                    Fetched::Manifest(man) => (m.digest, man),
-                    Fetched::Index(_) => {
-                        return Err(Error::bad("image index", "an index entry points at another index"));
-                    }
-                }
-            }
-        };
+        let (top, manifest_digest, manifest, mut blobs) = self.resolve_manifest(&repo, &r).await?;
         let (config, config_bytes) = self.fetch_config(&repo, &manifest).await?;
         blobs.push(manifest.config.digest.clone());
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(Error::bad(
-                "image config",
-                format!(
-                    "{} layers in the manifest but {} diff_ids in the config",
-                    manifest.layers.len(),
-                    config.rootfs.diff_ids.len()
-                ),
-            ));
-        }
-        let mut layers = Vec::with_capacity(manifest.layers.len());
-        for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            if manifest::layer_compression(&desc.media_type).is_none() {
-                return Err(Error::bad(
-                    "image manifest",
-                    format!("unsupported layer media type {:?}", desc.media_type),
-                ));
-            }
-            blobs.push(desc.digest.clone());
-            layers.push(Layer {
-                blob: desc.digest.clone(),
-                diff_id: diff_id.clone(),
-                size: desc.size,
-                media_type: desc.media_type.clone(),
-            });
-        }
+        let layers = layers_of(&manifest, &config)?;
+        blobs.extend(layers.iter().map(|l| l.blob.clone()));
         let work: Vec<(Descriptor, Digest)> = manifest
             .layers
             .iter()
@@ -191,6 +145,40 @@ impl Images {
         let image = self.store().add(image, tag, r.with_digest(&top.digest))?;
         info!(image = %r, id = %image.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
         Ok(image)
+    }
+
+    /// Fetches the manifest `r` names (through an index, the one for this platform) into the
+    /// content store. Returns the top manifest or index, the image manifest's digest and the
+    /// manifest, and the blobs fetched so far.
+    async fn resolve_manifest(
+        &self,
+        repo: &Repository,
+        r: &Reference,
+    ) -> Result<(crate::registry::FetchedManifest, Digest, Manifest, Vec<Digest>)> {
+        let top = repo.manifest(&r.manifest_ref()).await?;
+        self.content.write_bytes(&top.digest, &top.body)?;
+        let mut blobs = vec![top.digest.clone()];
+        let (manifest_digest, manifest) = match manifest::parse_manifest(&top.content_type, &top.body)? {
+            Fetched::Manifest(m) => (top.digest.clone(), m),
+            Fetched::Index(index) => {
+                let desc = manifest::select_platform(&index, &self.opts.platform).ok_or_else(|| {
+                    Error::NoMatchingPlatform {
+                        reference: r.to_string(),
+                        platform: self.opts.platform.to_string(),
+                    }
+                })?;
+                let m = repo.manifest(&desc.digest.to_string()).await?;
+                self.content.write_bytes(&m.digest, &m.body)?;
+                blobs.push(m.digest.clone());
+                match manifest::parse_manifest(&m.content_type, &m.body)? {
+                    Fetched::Manifest(man) => (m.digest, man),
+                    Fetched::Index(_) => {
+                        return Err(Error::bad("image index", "an index entry points at another index"));
+                    }
+                }
+            }
+        };
+        Ok((top, manifest_digest, manifest, blobs))
     }
 
     async fn fetch_config(&self, repo: &Repository, manifest: &Manifest) -> Result<(ImageConfig, Vec<u8>)> {
@@ -362,6 +350,37 @@ fn walk_usage(dir: &Path, seen: &mut HashSet<(u64, u64)>, u: &mut Usage) -> Resu
         }
     }
     Ok(())
+}
+
+/// The image's layers: each manifest layer with its diff_id from the config; the counts must agree
+/// and each media type must be one berth unpacks.
+fn layers_of(manifest: &Manifest, config: &ImageConfig) -> Result<Vec<Layer>> {
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(Error::bad(
+            "image config",
+            format!(
+                "{} layers in the manifest but {} diff_ids in the config",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        if manifest::layer_compression(&desc.media_type).is_none() {
+            return Err(Error::bad(
+                "image manifest",
+                format!("unsupported layer media type {:?}", desc.media_type),
+            ));
+        }
+        layers.push(Layer {
+            blob: desc.digest.clone(),
+            diff_id: diff_id.clone(),
+            size: desc.size,
+            media_type: desc.media_type.clone(),
+        });
+    }
+    Ok(layers)
 }
 
 #[cfg(test)]

@@ -223,18 +223,7 @@ fn unpack_entry<R: Read>(mut entry: tar::Entry<'_, R>, dest: &Path, layer: &str)
     let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
 
     if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-        let parent = full.parent().unwrap_or(dest);
-        if name == WHITEOUT_OPAQUE {
-            sys::set_opaque(parent)?;
-        } else if !name.starts_with(WHITEOUT_META_PREFIX) {
-            if hidden.is_empty() || hidden == "." || hidden == ".." {
-                return Err(unsafe_entry(layer, &raw, "bad whiteout name"));
-            }
-            let target = parent.join(hidden);
-            remove_existing(&target, false)?;
-            sys::make_whiteout(&target)?;
-        }
-        return Ok(());
+        return whiteout(dest, &full, name, hidden, layer, &raw);
     }
 
     let xattrs = entry_xattrs(&mut entry);
@@ -245,41 +234,7 @@ fn unpack_entry<R: Read>(mut entry: tar::Entry<'_, R>, dest: &Path, layer: &str)
                 .map_err(|e| unsafe_entry(layer, &raw, format!("unreadable link target: {e}")))?
                 .ok_or_else(|| unsafe_entry(layer, &raw, "hardlink without target"))?
                 .into_owned();
-            let target_rel =
-                clean_path(layer, &link)?.ok_or_else(|| unsafe_entry(layer, &raw, "hardlink to the layer root"))?;
-            ensure_parents(dest, &target_rel, layer, false).map_err(|e| match e {
-                Error::UnsafeLayer { reason, .. } if reason.contains("symlink") => unsafe_entry(
-                    layer,
-                    &raw,
-                    format!("hardlink target {link:?} leads outside the layer: {reason}"),
-                ),
-                Error::UnsafeLayer { reason, .. } => unsafe_entry(
-                    layer,
-                    &raw,
-                    format!("hardlink target {link:?} is not in this layer: {reason}"),
-                ),
-                other => other,
-            })?;
-            let target = dest.join(&target_rel);
-            match fs::symlink_metadata(&target) {
-                Ok(m) if m.is_dir() => {
-                    return Err(unsafe_entry(layer, &raw, "hardlink to a directory"));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(unsafe_entry(
-                        layer,
-                        &raw,
-                        format!("hardlink target {link:?} is not in this layer"),
-                    ));
-                }
-            }
-            if target == full {
-                return Ok(());
-            }
-            remove_existing(&full, false)?;
-            fs::hard_link(&target, &full).map_err(Error::io("link", &full))?;
-            return Ok(());
+            return hard_link(dest, &full, &link, layer, &raw);
         }
         tar::EntryType::Directory => remove_existing(&full, true)?,
         _ => remove_existing(&full, false)?,
@@ -300,6 +255,60 @@ fn unpack_entry<R: Read>(mut entry: tar::Entry<'_, R>, dest: &Path, layer: &str)
         }
     }
     Ok(())
+}
+
+/// An overlayfs whiteout for a `.wh.` entry: `.wh..wh..opq` makes the directory opaque, `.wh.<name>`
+/// hides `<name>` of the layers below.
+fn whiteout(dest: &Path, full: &Path, name: &str, hidden: &str, layer: &str, raw: &Path) -> Result<()> {
+    let parent = full.parent().unwrap_or(dest);
+    if name == WHITEOUT_OPAQUE {
+        sys::set_opaque(parent)?;
+    } else if !name.starts_with(WHITEOUT_META_PREFIX) {
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Err(unsafe_entry(layer, raw, "bad whiteout name"));
+        }
+        let target = parent.join(hidden);
+        remove_existing(&target, false)?;
+        sys::make_whiteout(&target)?;
+    }
+    Ok(())
+}
+
+/// A hard link at `full` to `link`, which must be a file this layer (or one below) put in `dest`.
+fn hard_link(dest: &Path, full: &Path, link: &Path, layer: &str, raw: &Path) -> Result<()> {
+    let target_rel = clean_path(layer, link)?.ok_or_else(|| unsafe_entry(layer, raw, "hardlink to the layer root"))?;
+    ensure_parents(dest, &target_rel, layer, false).map_err(|e| match e {
+        Error::UnsafeLayer { reason, .. } if reason.contains("symlink") => unsafe_entry(
+            layer,
+            raw,
+            format!("hardlink target {link:?} leads outside the layer: {reason}"),
+        ),
+        Error::UnsafeLayer { reason, .. } => unsafe_entry(
+            layer,
+            raw,
+            format!("hardlink target {link:?} is not in this layer: {reason}"),
+        ),
+        other => other,
+    })?;
+    let target = dest.join(&target_rel);
+    match fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => {
+            return Err(unsafe_entry(layer, raw, "hardlink to a directory"));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            return Err(unsafe_entry(
+                layer,
+                raw,
+                format!("hardlink target {link:?} is not in this layer"),
+            ));
+        }
+    }
+    if target == *full {
+        return Ok(());
+    }
+    remove_existing(full, false)?;
+    fs::hard_link(&target, full).map_err(Error::io("link", full))
 }
 
 fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {

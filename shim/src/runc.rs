@@ -279,29 +279,15 @@ impl Runc {
                 (exit.status, String::new(), stderr)
             }
             Some((out_r, err_r)) => {
-                let mut exit = exit;
-                let reading = async { tokio::join!(read_limited(out_r), read_limited(err_r)) };
-                tokio::pin!(reading);
-                let mut output = None;
-                let exit = tokio::select! {
-                    e = &mut exit => e,
-                    o = &mut reading => {
-                        output = Some(o);
-                        (&mut exit).await
-                    }
-                };
-                let exit = exit.map_err(|_| Error::Lost {
-                    binary: binary.clone(),
-                    command: command.clone(),
-                })?;
-                let (stdout, mut stderr) = match output {
-                    Some(o) => o,
-                    None => tokio::time::timeout(OUTPUT_GRACE, reading).await.unwrap_or_default(),
-                };
-                if exit.status != 0 && stderr.trim().is_empty() {
+                let (status, stdout, mut stderr) =
+                    captured_output(exit, out_r, err_r).await.map_err(|_| Error::Lost {
+                        binary: binary.clone(),
+                        command: command.clone(),
+                    })?;
+                if status != 0 && stderr.trim().is_empty() {
                     stderr = read_log_messages(&self.log, log_offset);
                 }
-                (exit.status, stdout, stderr)
+                (status, stdout, stderr)
             }
         };
         if status != 0 {
@@ -315,6 +301,31 @@ impl Runc {
         }
         Ok(stdout)
     }
+}
+
+/// A command's exit status with what it wrote on stdout and stderr (output still open after the exit,
+/// a child holding the pipes, is waited for at most OUTPUT_GRACE). Err: its exit was lost.
+async fn captured_output<E>(
+    exit: impl std::future::Future<Output = std::result::Result<crate::reaper::Exit, E>> + Unpin,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+) -> std::result::Result<(u32, String, String), E> {
+    let mut exit = exit;
+    let reading = async { tokio::join!(read_limited(out_r), read_limited(err_r)) };
+    tokio::pin!(reading);
+    let mut output = None;
+    let exit = tokio::select! {
+        e = &mut exit => e,
+        o = &mut reading => {
+            output = Some(o);
+            (&mut exit).await
+        }
+    }?;
+    let (stdout, stderr) = match output {
+        Some(o) => o,
+        None => tokio::time::timeout(OUTPUT_GRACE, reading).await.unwrap_or_default(),
+    };
+    Ok((exit.status, stdout, stderr))
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {

@@ -87,7 +87,7 @@ impl Cri {
             ));
         }
         self.handler(handler)?;
-        let ns = crate::store::sandbox::namespace_options(&cfg);
+        let ns = crate::store::sandbox::namespace_options(cfg);
         if let Some(l) = &cfg.linux {
             crate::oci::sysctl::validate(
                 &l.sysctls,

@@ -189,18 +189,7 @@ impl Shim {
                 req.bundle
             )));
         }
-        let mut reservation = {
-            let mut map = self.containers();
-            if map.contains_key(&req.id) {
-                return Err(Error::AlreadyExists(format!("container {:?} already exists", req.id)));
-            }
-            map.insert(req.id.clone(), Slot::Creating);
-            Reservation {
-                shim: self,
-                id: req.id.clone(),
-                done: false,
-            }
-        };
+        let mut reservation = self.reserve(&req.id)?;
 
         let opts = options::decode(req.options.as_ref())?;
         let config = options::resolve(&opts, &self.defaults, &self.namespace);
@@ -232,22 +221,7 @@ impl Shim {
             }
         };
 
-        let exit_rx = crate::oom::guard(crate::oom::watch(pid, &bundle), exit_rx);
-        let init = Process::new(&req.id, "", stdio, Status::Created, pid);
-        init.set_io(io);
-        let publisher = self.publisher.clone();
-        let kill_all = shares_pid_namespace(&bundle).then(|| runc.clone());
-        init.monitor(exit_rx, move |p, exit| {
-            publish_exit(&publisher, p, exit);
-            if let Some(runc) = kill_all {
-                let id = p.container_id.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = runc.kill(&id, Signal::SIGKILL as u32, true).await {
-                        log::debug!("killing what is left of {id}: {e}");
-                    }
-                });
-            }
-        });
+        let init = self.monitor_init(&req.id, &bundle, &runc, stdio, (pid, io, exit_rx));
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle,
@@ -259,6 +233,58 @@ impl Shim {
         self.containers().insert(req.id.clone(), Slot::Ready(container));
         reservation.done = true;
         log::info!("created container {} (pid {pid})", req.id);
+        self.publish_create(&req, pid);
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// Claims `id` while its create is under way (released on drop unless done).
+    fn reserve(&self, id: &str) -> Result<Reservation<'_>> {
+        let mut map = self.containers();
+        if map.contains_key(id) {
+            return Err(Error::AlreadyExists(format!("container {id:?} already exists")));
+        }
+        map.insert(id.to_string(), Slot::Creating);
+        Ok(Reservation {
+            shim: self,
+            id: id.to_string(),
+            done: false,
+        })
+    }
+
+    /// The init process, watched: its exit (after the OOM look) is published, and in a shared PID
+    /// namespace whatever it leaves behind is killed.
+    fn monitor_init(
+        &self,
+        id: &str,
+        bundle: &Path,
+        runc: &Runc,
+        stdio: StdioPaths,
+        (pid, io, exit_rx): (u32, ProcessIo, tokio::sync::oneshot::Receiver<Exit>),
+    ) -> Arc<Process> {
+        let exit_rx = crate::oom::guard(crate::oom::watch(pid, bundle), exit_rx);
+        let init = Process::new(id, "", stdio, Status::Created, pid);
+        init.set_io(io);
+        let publisher = self.publisher.clone();
+        let kill_all = shares_pid_namespace(bundle).then(|| runc.clone());
+        init.monitor(exit_rx, move |p, exit| {
+            publish_exit(&publisher, p, exit);
+            if let Some(runc) = kill_all {
+                let id = p.container_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = runc.kill(&id, Signal::SIGKILL as u32, true).await {
+                        log::debug!("killing what is left of {id}: {e}");
+                    }
+                });
+            }
+        });
+        init
+    }
+
+    /// The TaskCreate event of a created container.
+    fn publish_create(&self, req: &api::CreateTaskRequest, pid: u32) {
         self.publisher.publish(&TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -274,10 +300,6 @@ impl Shim {
             pid,
             ..Default::default()
         });
-        Ok(api::CreateTaskResponse {
-            pid,
-            ..Default::default()
-        })
     }
 
     /// Opens the stdio and runs `runc create`; returns the init's pid, its stdio and its exit.
