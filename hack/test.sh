@@ -37,6 +37,8 @@ scratch=${BERTH_TEST_DIR:-/var/lib/berth-test}
 mkdir -p "$scratch" && rm -f "$scratch/NOT-TESTED"
 status=0
 cargo test --locked --workspace --no-fail-fast || status=$?
+# The same test binaries as an ordinary user: unit tests pass, root suites say NOT TESTED.
+bash hack/unprivileged.sh || status=$?
 # The CRI conformance suite (critest 1.36.0 from ../shared/tools) against a berthd of its own.
 bash hack/critest.sh || status=$?
 # The VM lane: berth on cgroup v2 with systemd as PID 1 (this host is neither), both cgroup drivers,

@@ -191,13 +191,7 @@ mod tests {
 
     #[test]
     fn pinned_namespaces_outlive_their_thread() {
-        if !nix::unistd::Uid::effective().is_root() {
-            assert_eq!(
-                std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref(),
-                Ok("1"),
-                "needs root (unshare, mount)"
-            );
-            eprintln!("SKIPPED pinned_namespaces_outlive_their_thread: needs root");
+        if !berth_test_report::root_or_not_tested("cni::ns::pinned_namespaces_outlive_their_thread", "unshare, mount") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -8,16 +8,7 @@ use berth_cni::ns;
 use berth_cni::{Attachment, BridgeConfig, Mode, Network, NetworkConfig, PodRequest};
 
 fn root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    assert_eq!(
-        std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref(),
-        Ok("1"),
-        "needs root (namespaces, netlink)"
-    );
-    eprintln!("SKIPPED: needs root");
-    false
+    berth_test_report::root_or_not_tested("cni bridge suite", "namespaces, netlink")
 }
 
 fn nsenter(netns: &std::path::Path, args: &[&str]) -> std::process::Output {

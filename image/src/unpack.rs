@@ -464,13 +464,7 @@ mod layer_tests {
 
     #[test]
     fn whiteouts_become_overlay_whiteouts() {
-        if !nix::unistd::Uid::effective().is_root() {
-            assert_eq!(
-                std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref(),
-                Ok("1"),
-                "whiteouts need root (mknod); set BERTH_SKIP_ROOT_TESTS=1 to skip"
-            );
-            eprintln!("SKIPPED whiteouts_become_overlay_whiteouts: needs root (mknod)");
+        if !berth_test_report::root_or_not_tested("image::unpack::whiteouts_become_overlay_whiteouts", "mknod") {
             return;
         }
         use std::os::unix::fs::FileTypeExt as _;

@@ -17,46 +17,28 @@ pub mod authproxy;
 pub mod registry;
 pub mod streaming;
 
-/// Fails the test when not root, unless `BERTH_SKIP_ROOT_TESTS=1` asks to skip, in which case it says so.
+/// Returns from the test when not root, after reporting it NOT TESTED (the one way every berth
+/// crate's tests say so: [`berth_test_report`]).
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !nix::unistd::Uid::effective().is_root() {
-            if std::env::var("BERTH_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-                $crate::report_not_tested(
-                    module_path!(),
-                    "needs root (mounts, mknod, chown); BERTH_SKIP_ROOT_TESTS=1 was set",
-                );
-                return;
-            }
-            panic!(
-                "this test needs root (mounts, mknod, chown); run as root or set BERTH_SKIP_ROOT_TESTS=1 to skip it"
-            );
+        if !$crate::report::root_or_not_tested(module_path!(), "mounts, namespaces, mknod, chown") {
+            return;
         }
     };
 }
 
-/// Records that a test could not check what it is for on this host, and why: printed at once and
-/// appended to `<scratch>/NOT-TESTED`, which hack/test.sh prints loudly at the end of the run
-/// (cargo hides a passing test's output).
+pub use berth_test_report as report;
+
+/// Records that a test could not check what it is for on this host, and why (see
+/// [`berth_test_report::not_tested`]).
 pub fn report_not_tested(test: &str, why: &str) {
-    let line = format!("NOT TESTED {test}: {why}");
-    eprintln!("\n*** {line}\n");
-    use std::io::Write as _;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(scratch_base().join("NOT-TESTED"))
-    {
-        let _ = writeln!(f, "{}", line.replace('\n', " "));
-    }
+    berth_test_report::not_tested(test, why);
 }
 
 /// Where test daemons keep their data: on a real disk (overlayfs needs xattrs and whiteouts).
 pub fn scratch_base() -> PathBuf {
-    let p = std::env::var_os("BERTH_TEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/berth-test"));
+    let p = berth_test_report::scratch_dir();
     std::fs::create_dir_all(&p).expect("create test scratch dir");
     p
 }

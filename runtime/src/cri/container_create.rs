@@ -96,7 +96,7 @@ impl Cri {
     ) -> Result<crate::store::container::User> {
         let target_pid = self.pid_target(config, &sandbox.id)?;
         let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
-        let (cgroup_driver, oom_floor) = (self.config.cgroup_driver, self.oom_floor);
+        let (cgroup_driver, host) = (self.config.cgroup_driver, self.host.clone());
         let overlay = self.images.overlay().clone();
         let (b, i, s, cfg, idc) = (
             bundle.to_path_buf(),
@@ -115,7 +115,7 @@ impl Cri {
                 config: &cfg,
                 image: &i,
                 rootfs: &rootfs,
-                oom_floor,
+                host: &host,
                 unset_seccomp: &unset_seccomp,
                 target_pid,
                 cgroup_driver,

@@ -55,7 +55,7 @@ impl Cri {
             .and_then(|l| l.resources.clone())
             .unwrap_or_default();
         let merged = merge(&old, &new);
-        let oci = crate::oci::spec::resources_builder(&merged)?
+        let oci = crate::oci::spec::resources_builder(&merged, &self.host)?
             .build()
             .map_err(|e| Error::Internal(format!("build OCI resources: {e}")))?;
         if c.state == State::Running {

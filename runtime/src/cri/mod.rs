@@ -73,8 +73,8 @@ pub struct Cri {
     pub(crate) shims: tokio::sync::Mutex<std::collections::HashMap<String, ShimClient>>,
     /// Open CRI log files berthd writes (for shims that hand it FIFOs), by container ID.
     pub(crate) logs: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<tokio::fs::File>>>>,
-    /// The lowest oom_score_adj containers may get on this host.
-    pub(crate) oom_floor: i32,
+    /// The host's facts that containers' specs depend on (read at start).
+    pub(crate) host: Arc<crate::oci::Host>,
     /// Pod networking.
     pub(crate) network: Arc<berth_cni::Network>,
     /// Pod shims being launched ahead of their first container, by sandbox ID.
@@ -126,7 +126,7 @@ impl Cri {
             container_writes: Mutex::new(()),
             shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
-            oom_floor: crate::oom::floor(),
+            host: Arc::new(crate::oci::Host::probe()),
             cpu_samples: Mutex::new(std::collections::HashMap::new()),
             events: container_events::channel(),
             events_closing: container_events::closing(),

@@ -1,12 +1,16 @@
 //! CRI container config + image config → OCI runtime spec.
 
 pub mod apparmor;
+#[cfg(test)]
+mod golden;
+mod host;
 pub mod propagation;
 pub mod seccomp;
 pub mod spec;
 pub mod sysctl;
 pub mod user;
 
+pub use host::Host;
 pub use spec::{SpecInput, build};
 
 use std::path::Path;

@@ -60,8 +60,8 @@ pub struct SpecInput<'a> {
     pub image: &'a berth_image::Image,
     /// The container's mounted rootfs (read for /etc/passwd).
     pub rootfs: &'a Path,
-    /// The lowest oom_score_adj the host lets berth set (see `oom::floor`).
-    pub oom_floor: i32,
+    /// The host's facts (capabilities, cgroup version, OOM score floor, AppArmor).
+    pub host: &'a super::Host,
     /// The seccomp profile for requests that name none (config `runtime.unset_seccomp_profile`).
     pub unset_seccomp: &'a str,
     /// For a PID namespace `TARGET`ed at another container: that container's init PID.
@@ -89,9 +89,10 @@ fn caps(names: impl IntoIterator<Item = String>) -> Result<Capabilities> {
 fn security(
     sec: &berth_proto::cri::LinuxContainerSecurityContext,
     unset_seccomp: &str,
+    host: &super::Host,
 ) -> Result<(Capabilities, Option<oci_spec::runtime::LinuxSeccomp>, Option<String>)> {
     let mut cap_set: Capabilities = if sec.privileged {
-        caps(held_caps())?
+        caps(host.caps.clone())?
     } else {
         caps(DEFAULT_CAPS.iter().map(|s| s.to_string()))?
     };
@@ -105,9 +106,9 @@ fn security(
             }
         }
         if c.add_capabilities.iter().any(|a| a.eq_ignore_ascii_case("ALL")) {
-            cap_set = caps(held_caps())?;
+            cap_set = caps(host.caps.clone())?;
         } else {
-            let held = caps(held_caps())?;
+            let held = caps(host.caps.clone())?;
             for a in caps(c.add_capabilities.clone())? {
                 if !held.contains(&a) {
                     return Err(Error::FailedPrecondition(format!(
@@ -135,7 +136,7 @@ fn security(
         sec.apparmor.as_ref(),
         &sec.apparmor_profile,
         sec.privileged,
-        super::apparmor::host_supports(),
+        host.apparmor,
         super::apparmor::DEFAULT_PROFILES,
         &super::apparmor::loaded,
     )?;
@@ -232,7 +233,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let linux_cfg = config.linux.clone().unwrap_or_default();
     let sec = linux_cfg.security_context.clone().unwrap_or_default();
     let pod_ns = crate::store::sandbox::namespace_options(&sandbox.config);
-    let (cap_set, seccomp, apparmor) = security(&sec, input.unset_seccomp)?;
+    let (cap_set, seccomp, apparmor) = security(&sec, input.unset_seccomp, input.host)?;
     let process = process(input, &run, &linux_cfg, cap_set, apparmor)?;
     let mut mounts = base_mounts(sec.privileged)?;
     mounts.extend(pod_mounts(config, sandbox, sec.readonly_rootfs)?);
@@ -354,11 +355,15 @@ fn process(
                 .map_err(bad)?,
         )
         .no_new_privileges(sec.no_new_privs)
-        .oom_score_adj(oom.max(input.oom_floor));
+        .oom_score_adj(oom.max(input.host.oom_floor));
     if let Some(a) = apparmor {
         process = process.apparmor_profile(a);
     }
-    process.build().map_err(bad)
+    let mut process = process.build().map_err(bad)?;
+    // No rlimits: the process inherits berthd's, as with containerd's CRI and CRI-O (oci-spec's
+    // default would cap every container at 1024 open files).
+    process.set_rlimits(None);
+    Ok(process)
 }
 
 /// The mounts every container gets: /proc, /dev, /dev/pts, /dev/mqueue, /sys, /sys/fs/cgroup.
@@ -551,7 +556,7 @@ fn linux(
         device_rules.push(rule);
     }
     let resources = match &linux_cfg.resources {
-        Some(r) => resources_builder(r)?,
+        Some(r) => resources_builder(r, input.host)?,
         None => LinuxResourcesBuilder::default(),
     }
     .devices(device_rules);
@@ -588,7 +593,7 @@ fn annotations(sandbox: &Sandbox, config: &ContainerConfig, image: &berth_image:
 
 /// The OCI resources (cgroup limits) for CRI resources, as CreateContainer and
 /// UpdateContainerResources apply them. Zero or empty fields are left unset.
-pub fn resources_builder(r: &LinuxContainerResources) -> Result<LinuxResourcesBuilder> {
+pub fn resources_builder(r: &LinuxContainerResources, host: &super::Host) -> Result<LinuxResourcesBuilder> {
     let mut resources = LinuxResourcesBuilder::default();
     let mut cpu = LinuxCpuBuilder::default();
     if r.cpu_shares > 0 {
@@ -615,7 +620,7 @@ pub fn resources_builder(r: &LinuxContainerResources) -> Result<LinuxResourcesBu
         } else {
             r.memory_limit_in_bytes
         };
-        if crate::cgroup::is_unified() || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+        if host.swap_accounting {
             mem = mem.swap(swap);
         }
         resources = resources.memory(mem.build().map_err(bad)?);
@@ -635,7 +640,7 @@ pub fn resources_builder(r: &LinuxContainerResources) -> Result<LinuxResourcesBu
         resources = resources.hugepage_limits(limits);
     }
     if !r.unified.is_empty() {
-        if !crate::cgroup::is_unified() {
+        if !host.cgroup_v2 {
             let mut keys: Vec<&String> = r.unified.keys().collect();
             keys.sort();
             return Err(Error::InvalidArgument(format!(
@@ -711,25 +716,8 @@ fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<oci_spec::runtime:
     b.build().map_err(bad)
 }
 
-/// The capabilities berthd holds (its effective set): all a container can be given. "All
-/// capabilities" (privileged, add ALL) means these, as containerd does: the OCI runtime cannot
-/// grant more than its caller has.
-fn held_caps() -> Vec<String> {
-    let mask = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    });
-    all_caps()
-        .into_iter()
-        .enumerate()
-        .filter(|(bit, _)| mask.is_none_or(|m| m & (1u64 << bit) != 0))
-        .map(|(_, c)| c)
-        .collect()
-}
-
 /// Every capability name, in bit order (CAP_CHOWN is 0).
-fn all_caps() -> Vec<String> {
+pub(super) fn all_caps() -> Vec<String> {
     [
         "CHOWN",
         "DAC_OVERRIDE",
@@ -779,7 +767,7 @@ fn all_caps() -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use berth_image::manifest::RunConfig;
     use berth_proto::cri::KeyValue;
@@ -836,31 +824,42 @@ mod tests {
         assert!(process_env(&cfg(&[], &[]), &RunConfig::default())[0].starts_with("PATH="));
     }
 
+    /// A host where berthd holds every capability, on cgroup v2, without AppArmor.
+    pub(crate) fn host() -> crate::oci::Host {
+        crate::oci::Host {
+            caps: all_caps(),
+            oom_floor: -1000,
+            cgroup_v2: true,
+            swap_accounting: true,
+            apparmor: false,
+        }
+    }
+
     #[test]
     fn security_context() {
         use berth_proto::cri::{Capability as CriCaps, LinuxContainerSecurityContext};
         let mut sec = LinuxContainerSecurityContext::default();
-        let (c, seccomp, apparmor) = security(&sec, "runtime/default").unwrap();
+        let (c, seccomp, apparmor) = security(&sec, "runtime/default", &host()).unwrap();
         assert_eq!(c.len(), 14);
         assert!(seccomp.is_some(), "the configured default applies");
         assert_eq!(apparmor, None);
-        assert!(security(&sec, "unconfined").unwrap().1.is_none());
+        assert!(security(&sec, "unconfined", &host()).unwrap().1.is_none());
         sec.capabilities = Some(CriCaps {
             drop_capabilities: vec!["all".into()],
             add_capabilities: vec!["CAP_KILL".into()],
             ..Default::default()
         });
-        assert_eq!(security(&sec, "").unwrap().0.len(), 1);
+        assert_eq!(security(&sec, "", &host()).unwrap().0.len(), 1);
         sec.privileged = true;
-        let (c, seccomp, _) = security(&sec, "runtime/default").unwrap();
-        assert_eq!(c.len(), held_caps().len(), "privileged: every capability berthd holds");
+        let (c, seccomp, _) = security(&sec, "runtime/default", &host()).unwrap();
+        assert_eq!(c.len(), host().caps.len(), "privileged: every capability berthd holds");
         assert!(seccomp.is_none(), "privileged runs unconfined");
         sec.privileged = false;
         sec.capabilities = Some(CriCaps {
             add_capabilities: vec!["NOT_A_CAP".into()],
             ..Default::default()
         });
-        assert!(matches!(security(&sec, ""), Err(Error::InvalidArgument(_))));
+        assert!(matches!(security(&sec, "", &host()), Err(Error::InvalidArgument(_))));
     }
 
     #[test]
