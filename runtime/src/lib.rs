@@ -11,6 +11,7 @@ pub mod oci;
 mod oom;
 pub mod server;
 pub mod shim_client;
+pub mod shims;
 pub mod store;
 pub mod streaming;
 mod sys;

@@ -35,7 +35,7 @@ impl Cri {
 
     async fn exec_in(
         &self,
-        shim: &crate::shim_client::ShimClient,
+        shim: &crate::shims::Shim,
         bundle: &std::path::Path,
         id: &str,
         exec_id: &str,

@@ -9,11 +9,7 @@ use crate::store::container::State;
 impl Cri {
     /// Deletes the container's task. A cgroup left frozen by a racing `kill --all` makes runc call
     /// the container "paused" and refuse: thaw it, kill what is left, and try again.
-    async fn delete_task(
-        &self,
-        shim: &crate::shim_client::ShimClient,
-        c: &crate::store::container::Container,
-    ) -> Result<()> {
+    async fn delete_task(&self, shim: &crate::shims::Shim, c: &crate::store::container::Container) -> Result<()> {
         let mut attempt = 0;
         loop {
             match shim.delete(&c.id).await {
@@ -64,7 +60,7 @@ impl Cri {
                         .any(|o| o.id != id && o.shim_address == c.shim_address && o.state != State::Exited);
                     if !others {
                         let _ = shim.shutdown(id).await;
-                        self.shims.lock().await.remove(&c.shim_address);
+                        self.shims.forget(&c.shim_address).await;
                     }
                 }
                 Err(e) => tracing::warn!(id, error = %e, "shim unreachable while removing; cleaning up anyway"),

@@ -8,7 +8,6 @@ use super::Cri;
 use crate::config::LogWriter;
 use crate::crilog;
 use crate::error::{Error, Result};
-use crate::shim_client;
 use crate::store::container::{Container, State};
 use crate::store::now_ns;
 
@@ -58,9 +57,9 @@ impl Cri {
         let t0 = std::time::Instant::now();
         let (stdout, stderr) = self.task_stdio(c, handler.log_writer).await?;
         // A pod's berth-shim is usually running already (launched with the pod): talk to it directly.
-        let address = match self.running_pod_shim(&shim_bin, &c.sandbox_id).await {
+        let address = match self.shims.running_pod_shim(&shim_bin, &c.sandbox_id).await {
             Some(a) => a,
-            None => shim_client::launch(&shim_bin, &c.bundle, &c.id, &self.events_socket()).await?,
+            None => self.shims.launch(&shim_bin, &c.bundle, &c.id).await?,
         };
         // Remember the shim at once, so removal reaches it even if the task never starts.
         {

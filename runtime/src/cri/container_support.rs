@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::Cri;
 use crate::config::Handler;
 use crate::error::{Error, Result};
-use crate::shim_client::ShimClient;
+use crate::shims::Shim;
 use crate::store::container::{Container, State};
 use crate::store::now_ns;
 
@@ -68,25 +68,8 @@ impl Cri {
     }
 
     /// A connection to the shim at `address`, made once and shared.
-    pub(crate) async fn shim(&self, address: &str, id: &str) -> Result<ShimClient> {
-        if let Some(c) = self.shims.lock().await.get(address) {
-            return Ok(c.clone());
-        }
-        let c = ShimClient::connect(address, id).await?;
-        self.shims.lock().await.insert(address.to_string(), c.clone());
-        Ok(c)
-    }
-
-    /// The address of the pod's berth-shim if it is running (none for other shims).
-    pub(crate) async fn running_pod_shim(&self, shim_bin: &std::path::Path, sandbox_id: &str) -> Option<String> {
-        if !crate::shim_client::is_berth_shim(shim_bin) {
-            return None;
-        }
-        // Still being launched: wait for it rather than start a second launch.
-        self.await_prelaunch(sandbox_id).await;
-        let socket = crate::shim_client::group_socket(&self.events_socket(), sandbox_id);
-        tokio::net::UnixStream::connect(&socket).await.ok()?;
-        Some(format!("unix://{}", socket.display()))
+    pub(crate) async fn shim(&self, address: &str, id: &str) -> Result<Shim> {
+        self.shims.get(address, id).await
     }
 
     /// Launches the pod's berth-shim in the background, so that its first container finds it
@@ -106,50 +89,16 @@ impl Cri {
         {
             return;
         }
-        let events = self.events_socket();
-        let id = sandbox_id.to_string();
-        let pod = id.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = crate::shim_client::launch(&bin, &bundle, &id, &events).await {
-                tracing::warn!(pod = %id, error = %e, "could not launch the pod's shim ahead (its first container will)");
-            }
-        });
-        self.prelaunches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pod, task);
+        self.shims.prelaunch(bin, bundle, sandbox_id);
     }
 
-    /// Waits for the ahead-of-time launch of the pod's shim, if one is under way.
-    async fn await_prelaunch(&self, sandbox_id: &str) {
-        let pending = self
-            .prelaunches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(sandbox_id);
-        if let Some(task) = pending {
-            let _ = task.await;
-        }
-    }
-
-    /// Ends the pod's berth-shim if it runs no container (one launched ahead whose pod never got
-    /// a container, or got none that is left). A shim with containers refuses and stays.
+    /// Ends the pod's berth-shim if it runs no container.
     pub(crate) async fn shutdown_idle_pod_shim(&self, sandbox_id: &str) {
-        // A launch still under way would otherwise bring up a shim after this.
-        self.await_prelaunch(sandbox_id).await;
-        let socket = crate::shim_client::group_socket(&self.events_socket(), sandbox_id);
-        let address = format!("unix://{}", socket.display());
-        if tokio::net::UnixStream::connect(&socket).await.is_err() {
-            return;
-        }
-        if let Ok(shim) = crate::shim_client::ShimClient::connect(&address, sandbox_id).await {
-            let _ = shim.shutdown(sandbox_id).await;
-        }
-        self.shims.lock().await.remove(&address);
+        self.shims.shutdown_idle_pod_shim(sandbox_id).await
     }
 
     pub(crate) fn events_socket(&self) -> PathBuf {
-        self.config.state.join("events.sock")
+        self.shims.events_socket().to_path_buf()
     }
 
     /// Records an exit once (the waiter and the shim's event may both report it). A process the
@@ -202,7 +151,7 @@ impl Cri {
     }
 
     /// Waits in the background for the container's process to exit and records it.
-    pub(crate) fn watch_exit(self: &Arc<Self>, c: &Container, shim: ShimClient) {
+    pub(crate) fn watch_exit(self: &Arc<Self>, c: &Container, shim: Shim) {
         let this = self.clone();
         let id = c.id.clone();
         tokio::spawn(async move {

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use berth_image::Images;
 
 use crate::config::Config;
-use crate::shim_client::ShimClient;
 use crate::store::container::{Container, ContainerFiles, ContainerStore, State as ContainerState};
 use crate::store::sandbox::SandboxStore;
 
@@ -43,6 +42,8 @@ mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
 mod streams;
+#[cfg(test)]
+mod tests;
 mod version;
 
 /// The image reference of a request's `ImageSpec`; `InvalidArgument` when missing or empty.
@@ -69,16 +70,14 @@ pub struct Cri {
     /// Held by whoever changes a container record, from reading it to publishing it: changes take
     /// turns (none is lost) while reads, which take only `containers`, never wait on the disk.
     container_writes: Mutex<()>,
-    /// Connections to shims, by address.
-    pub(crate) shims: tokio::sync::Mutex<std::collections::HashMap<String, ShimClient>>,
+    /// Launching and reaching shims.
+    pub(crate) shims: crate::shims::Shims,
     /// Open CRI log files berthd writes (for shims that hand it FIFOs), by container ID.
     pub(crate) logs: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<tokio::fs::File>>>>,
     /// The host's facts that containers' specs depend on (read at start).
     pub(crate) host: Arc<crate::oci::Host>,
     /// Pod networking.
     pub(crate) network: Arc<berth_cni::Network>,
-    /// Pod shims being launched ahead of their first container, by sandbox ID.
-    pub(crate) prelaunches: Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The node's pod CIDRs, as kubelet last set them (UpdateRuntimeConfig).
     pub(crate) pod_cidrs: Mutex<Vec<String>>,
     /// The kept CPU reading of each container (time ns, cumulative CPU ns, the rate it gave), for
@@ -97,6 +96,11 @@ pub(crate) struct WriteTurn<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
 impl Cri {
     /// Opens the stores under the configured root. Blocking (it scans the stores).
     pub fn open(config: Config) -> crate::error::Result<Cri> {
+        Cri::open_with(config, Arc::new(crate::shims::Binaries))
+    }
+
+    /// [`Cri::open`] with shims launched and reached through `launcher` (tests give a fake).
+    pub fn open_with(config: Config, launcher: Arc<dyn crate::shims::Launcher>) -> crate::error::Result<Cri> {
         let mut opts = berth_image::Options::new(config.root.join("image"));
         opts.hosts_dir = Some(config.registry.config_path.clone());
         opts.max_concurrent_downloads = config.registry.max_concurrent_downloads;
@@ -114,17 +118,17 @@ impl Cri {
                 .is_some_and(|sb| matches!(sb.network, Some(berth_cni::Attachment::Bridge(_))))
         });
         let container_files = ContainerFiles::new(&config.root.join("containers"));
+        let shims = crate::shims::Shims::new(launcher, config.state.join("events.sock"));
         Ok(Cri {
             container_files,
             network,
-            prelaunches: Mutex::new(std::collections::HashMap::new()),
             pod_cidrs: Mutex::new(Vec::new()),
             config,
             images,
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
             container_writes: Mutex::new(()),
-            shims: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            shims,
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             host: Arc::new(crate::oci::Host::probe()),
             cpu_samples: Mutex::new(std::collections::HashMap::new()),

@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Backend, Out, Pending, Target, until};
 use crate::error::{Error, Result};
-use crate::shim_client::{ExecStdio, ShimClient};
+use crate::shim_client::ExecStdio;
+use crate::shims::Shim;
 
 /// How long output may keep coming after the process exited (children holding its stdout).
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -110,7 +111,7 @@ struct Size {
 }
 
 /// Forwards resize messages (JSON objects, back to back) to the shim until the stream ends.
-async fn forward_resizes(mut rx: mpsc::Receiver<Vec<u8>>, shim: ShimClient, id: String, exec_id: String) {
+async fn forward_resizes(mut rx: mpsc::Receiver<Vec<u8>>, shim: Shim, id: String, exec_id: String) {
     let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = rx.recv().await {
         buf.extend(chunk);

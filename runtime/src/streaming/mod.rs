@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::StreamConfig;
 use crate::error::{Error, Result};
-use crate::shim_client::ShimClient;
+use crate::shims::Shim;
 
 /// What the streaming server needs from the runtime, which implements it (the server knows no more
 /// of berthd than this).
@@ -54,7 +54,7 @@ pub struct Target {
     /// Created with `stdin` / `stdin_once`.
     pub stdin: bool,
     pub stdin_once: bool,
-    pub shim: ShimClient,
+    pub shim: Shim,
 }
 
 /// How long a URL stays good (kubelet's request cache keeps them a minute).
