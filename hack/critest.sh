@@ -33,13 +33,11 @@ images_only=0
 if [ "${1:-}" = "--images-only" ]; then images_only=1; shift; fi
 [ "${1:-}" = "--" ] && shift
 log() { echo "critest.sh: $*" >&2; }
-not_tested() {
-  echo "NOT TESTED: critest-1.36.0 against berthd: $*"
-  mkdir -p "$SCRATCH_BASE" && echo "critest-1.36.0 lane: $*" >>"$SCRATCH_BASE/NOT-TESTED"
-  exit 0
-}
+# shellcheck source=hack/lib.sh
+. "$ROOT/hack/lib.sh"
+lane_not_tested() { not_tested "critest-1.36.0 against berthd" "$*"; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
-for b in "$CRITEST" "$CRICTL"; do [ -x "$b" ] || not_tested "$b is not there"; done
+for b in "$CRITEST" "$CRICTL"; do [ -x "$b" ] || lane_not_tested "$b is not there"; done
 [ -x "$BERTHD" ] || { log "$BERTHD missing: cargo build --workspace --bins first"; exit 1; }
 REG=$(bash hack/registry.sh address) || { log "the test registry is not running: hack/registry.sh start"; exit 1; }
 for p in 12000 12001 12002 12003; do

@@ -30,6 +30,8 @@ python3 hack/test-images.py --registry "$BERTH_TEST_REGISTRY"
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# No module cycles, no product function over 80 lines (ARCHITECTURE.md).
+python3 hack/check-shape.py
 # The suites start the real berthd binary too: build every binary first.
 cargo build --locked --workspace --bins
 # Tests that cannot check what they are for on this host say so here (see berth_test::report_not_tested).

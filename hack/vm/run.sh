@@ -29,16 +29,14 @@ FOCUS_CGROUPFS=${BERTH_VM_CRITEST_FOCUS_CGROUPFS-'basic operations on container|
 SKIP='should be able to pull image with digest|public image with digest'
 
 log() { echo "vm/run.sh: $*" >&2; }
-not_tested() {
-  echo "NOT TESTED: the VM lane (cgroup v2 + systemd guest): $*"
-  mkdir -p "$SCRATCH_BASE" && echo "VM lane (cgroup v2, systemd and cgroupfs drivers): $*" >>"$SCRATCH_BASE/NOT-TESTED"
-  exit 0
-}
+# shellcheck source=hack/lib.sh
+. "$ROOT/hack/lib.sh"
+lane_not_tested() { not_tested "the VM lane (cgroup v2 + systemd guest, both cgroup drivers)" "$*"; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 for t in qemu-system-x86_64 debootstrap mke2fs; do
-  command -v "$t" >/dev/null || not_tested "$t is not installed (hack/install-deps.sh installs it)"
+  command -v "$t" >/dev/null || lane_not_tested "$t is not installed (hack/install-deps.sh installs it)"
 done
-for b in "$TOOLS/crictl-1.36.0" "$TOOLS/critest-1.36.0"; do [ -x "$b" ] || not_tested "$b is not there"; done
+for b in "$TOOLS/crictl-1.36.0" "$TOOLS/critest-1.36.0"; do [ -x "$b" ] || lane_not_tested "$b is not there"; done
 for b in berthd berth-shim; do
   [ -x "target/debug/$b" ] || { log "target/debug/$b missing: cargo build --workspace --bins first"; exit 1; }
 done
