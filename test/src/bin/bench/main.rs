@@ -19,6 +19,8 @@
 //! `pods` only reads other processes (/proc); it never signals any. The pods it creates carry a
 //! run label and are removed through CRI at the end, also after an error, SIGINT or SIGTERM.
 
+mod status;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -850,6 +852,7 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(120);
 const TEARDOWN_WAIT: Duration = Duration::from_secs(20);
 
 /// What `pods` needs besides [`Args`].
+#[derive(Debug, Clone)]
 struct PodsOpts {
     image: String,
     /// M: pods kept running for the memory measurement.
@@ -864,6 +867,8 @@ struct PodsOpts {
     settle: Duration,
     /// Unique per invocation: in pod uids and the [`RUN_LABEL`].
     run_id: String,
+    /// Pods started at once while status calls are timed (0: not measured).
+    burst: usize,
 }
 
 /// How to find a target's per-pod processes: its shims run `exe` with their working directory or an
@@ -948,6 +953,8 @@ struct PodTarget {
     conditions: Vec<String>,
     /// Each pod's log directory, removed with the pod.
     pod_logs: HashMap<String, PathBuf>,
+    /// Status call latency, idle and while pods start.
+    status: Option<status::StatusLatency>,
 }
 
 impl PodTarget {
@@ -997,6 +1004,7 @@ async fn cmd_pods(mut args: Args) -> anyhow::Result<Verdict> {
     let states = per_target("--state", args.take_all("--state"), &args.targets)?;
     let pre_pull = per_target_multi("--pre-pull", args.take_all("--pre-pull"), &args.targets)?;
     let log_dir_arg = args.take("--log-dir");
+    let burst: usize = parse_num("--burst", &args.take("--burst").unwrap_or("10".into()))?;
     args.finish()?;
 
     let run_id = format!(
@@ -1020,6 +1028,7 @@ async fn cmd_pods(mut args: Args) -> anyhow::Result<Verdict> {
         pre_pull,
         settle,
         run_id,
+        burst,
     };
 
     // A leftover parent with pods in it means another run (or a crashed one) is using it.
@@ -1058,6 +1067,7 @@ async fn cmd_pods(mut args: Args) -> anyhow::Result<Verdict> {
             pod_mounts: BTreeSet::new(),
             conditions: Vec::new(),
             pod_logs: HashMap::new(),
+            status: None,
         });
     }
 
@@ -1091,6 +1101,11 @@ async fn cmd_pods(mut args: Args) -> anyhow::Result<Verdict> {
     };
     let cleanup = cleanup?;
     let verdict = report_pods(&args, &o, &targets, load, &cleanup);
+    let status: Vec<_> = targets
+        .iter()
+        .filter_map(|pt| Some((pt.target.name.clone(), pt.status.clone()?)))
+        .collect();
+    status::report(&status);
     if !cleanup.clean() {
         bail!("teardown left things behind (see \"cleanup\" above)");
     }
@@ -1256,6 +1271,13 @@ async fn pods_run(args: &Args, o: &PodsOpts, targets: &mut [PodTarget]) -> anyho
         tokio::time::sleep(o.settle).await;
         for (pt, ids) in targets.iter_mut().zip(&ids) {
             measure_pod_memory(pt, ids, o.pods).await?;
+        }
+        // 3. Status calls while a burst of pods starts, with the M pods running.
+        if o.burst > 0 {
+            for pt in targets.iter_mut() {
+                let probe = any_container(pt).await?;
+                pt.status = Some(status::measure(pt, o, &probe, o.burst, Duration::from_secs(2)).await?);
+            }
         }
     }
     let load_end = check_quiet("at the end");
@@ -1425,6 +1447,17 @@ async fn start_pod(pt: &mut PodTarget, o: &PodsOpts, kind: &str) -> anyhow::Resu
             start_ms: msf(t2, t3),
         },
     ))
+}
+
+/// A container of the target (for the status probe).
+async fn any_container(pt: &mut PodTarget) -> anyhow::Result<String> {
+    let who = pt.target.name.clone();
+    let list = rpc(format!("{who}: ListContainers"), pt.rt.list_containers(ListContainersRequest::default())).await?;
+    list.containers
+        .into_iter()
+        .next()
+        .map(|c| c.id)
+        .with_context(|| format!("{who}: no container to probe"))
 }
 
 /// The pod's container must be running (not timed).
