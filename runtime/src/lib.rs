@@ -1,19 +1,19 @@
 //! berthd, the berth CRI daemon, as a library: configuration, the CRI core and the gRPC server.
 //! The binary (`main.rs`) only parses flags, sets up logging and signals, and calls [`run`].
 
-pub mod cgroup;
+mod cgroup;
 pub mod cli;
 pub mod config;
-pub mod cri;
-pub mod crilog;
-pub mod error;
-pub mod oci;
+mod cri;
+mod crilog;
+mod error;
+mod oci;
 mod oom;
-pub mod server;
-pub mod shim_client;
-pub mod shims;
-pub mod store;
-pub mod streaming;
+mod server;
+mod shim_client;
+mod shims;
+mod store;
+mod streaming;
 mod sys;
 
 use std::future::Future;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-pub use cri::Cri;
+use crate::cri::Cri;
 
 /// How long in-flight requests may run after a shutdown signal.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -70,6 +70,8 @@ pub struct Cri {
     /// Held by whoever changes a container record, from reading it to publishing it: changes take
     /// turns (none is lost) while reads, which take only `containers`, never wait on the disk.
     container_writes: Mutex<()>,
+    /// The same for pod records: writers take turns, reads never wait on the disk.
+    sandbox_writes: Mutex<()>,
     /// Launching and reaching shims.
     pub(crate) shims: crate::shims::Shims,
     /// Open CRI log files berthd writes (for shims that hand it FIFOs), by container ID.
@@ -128,6 +130,7 @@ impl Cri {
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
             container_writes: Mutex::new(()),
+            sandbox_writes: Mutex::new(()),
             shims,
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             host: Arc::new(crate::oci::Host::probe()),
@@ -245,11 +248,25 @@ impl Cri {
         Ok(())
     }
 
-    pub(crate) fn sandboxes(&self) -> MutexGuard<'_, SandboxStore> {
-        self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())
+    /// Writes a pod record, then publishes it (writers in turn; readers never wait on the disk).
+    pub(crate) fn save_sandbox(&self, sb: crate::store::sandbox::Sandbox) -> crate::error::Result<()> {
+        let _turn = self.sandbox_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let file = self.sandboxes().file(&sb.id);
+        crate::store::write_json(&file, &sb)?;
+        self.sandboxes().insert(sb);
+        Ok(())
     }
 
-    pub fn images(&self) -> &Arc<Images> {
-        &self.images
+    /// Removes a pod record from disk, then from the store.
+    pub(crate) fn delete_sandbox(&self, id: &str) -> crate::error::Result<()> {
+        let _turn = self.sandbox_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let file = self.sandboxes().file(id);
+        crate::store::remove_file(&file)?;
+        self.sandboxes().remove(id);
+        Ok(())
+    }
+
+    pub(crate) fn sandboxes(&self) -> MutexGuard<'_, SandboxStore> {
+        self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -26,7 +26,7 @@ impl Cri {
         tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb, &net))
             .await
             .map_err(|e| Error::Internal(format!("sandbox remove task: {e}")))??;
-        self.sandboxes().delete(&id)?;
+        self.delete_sandbox(&id)?;
         tracing::info!(%id, "pod sandbox removed");
         self.emit(
             &id,

@@ -49,7 +49,7 @@ impl Cri {
             pid_holder: res.pid_holder,
             network: res.network,
         };
-        if let Err(e) = self.sandboxes().put(sb.clone()) {
+        if let Err(e) = self.save_sandbox(sb.clone()) {
             let _ = sandbox_setup::release_sandbox(&sb, &self.network);
             self.sandboxes().release(&key, &id);
             return Err(e);

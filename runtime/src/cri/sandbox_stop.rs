@@ -27,7 +27,7 @@ impl Cri {
         let was_ready = sb.state == crate::store::sandbox::State::Ready;
         sb.stop();
         sb.network = None;
-        self.sandboxes().put(sb)?;
+        self.save_sandbox(sb)?;
         tracing::info!(%id, "pod sandbox stopped");
         if was_ready {
             self.emit(

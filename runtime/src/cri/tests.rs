@@ -191,7 +191,7 @@ impl Harness {
             pid_holder: None,
             network: None,
         };
-        self.cri.sandboxes().put(sb.clone()).unwrap();
+        self.cri.save_sandbox(sb.clone()).unwrap();
         let id = format!("{name:c<64}");
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {

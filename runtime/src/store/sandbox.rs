@@ -114,18 +114,21 @@ impl SandboxStore {
         }
     }
 
-    pub fn put(&mut self, sb: Sandbox) -> Result<()> {
-        super::write_json(&self.dir.join(format!("{}.json", sb.id)), &sb)?;
-        self.by_id.insert(sb.id.clone(), sb);
-        Ok(())
+    /// Where `id`'s record is on disk.
+    pub fn file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
     }
 
-    pub fn delete(&mut self, id: &str) -> Result<()> {
-        super::remove_file(&self.dir.join(format!("{id}.json")))?;
+    /// Publishes a record already written to [`SandboxStore::file`].
+    pub fn insert(&mut self, sb: Sandbox) {
+        self.by_id.insert(sb.id.clone(), sb);
+    }
+
+    /// Forgets a record (and its name) whose file was removed.
+    pub fn remove(&mut self, id: &str) {
         if let Some(sb) = self.by_id.remove(id) {
             self.release(&sb.name_key(), id);
         }
-        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<&Sandbox> {

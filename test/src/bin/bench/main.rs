@@ -1452,7 +1452,11 @@ async fn start_pod(pt: &mut PodTarget, o: &PodsOpts, kind: &str) -> anyhow::Resu
 /// A container of the target (for the status probe).
 async fn any_container(pt: &mut PodTarget) -> anyhow::Result<String> {
     let who = pt.target.name.clone();
-    let list = rpc(format!("{who}: ListContainers"), pt.rt.list_containers(ListContainersRequest::default())).await?;
+    let list = rpc(
+        format!("{who}: ListContainers"),
+        pt.rt.list_containers(ListContainersRequest::default()),
+    )
+    .await?;
     list.containers
         .into_iter()
         .next()

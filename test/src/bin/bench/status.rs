@@ -65,7 +65,11 @@ async fn poll(mut rt: RuntimeServiceClient<Channel>, probe: String, stop: Arc<At
     let mut out = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        rpc("ListContainers".into(), rt.list_containers(ListContainersRequest::default())).await?;
+        rpc(
+            "ListContainers".into(),
+            rt.list_containers(ListContainersRequest::default()),
+        )
+        .await?;
         out.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
         rpc(
@@ -83,7 +87,12 @@ async fn poll(mut rt: RuntimeServiceClient<Channel>, probe: String, stop: Arc<At
 }
 
 /// RunPodSandbox + CreateContainer + StartContainer of burst pod `i`, on a client of its own.
-async fn start_one(mut rt: RuntimeServiceClient<Channel>, o: PodsOpts, who: String, i: usize) -> anyhow::Result<String> {
+async fn start_one(
+    mut rt: RuntimeServiceClient<Channel>,
+    o: PodsOpts,
+    who: String,
+    i: usize,
+) -> anyhow::Result<String> {
     let name = format!("burst-{i}");
     let uid = format!("{}-{who}-burst-{i}", o.run_id);
     let log_dir = o.log_dir.join(&who).join(format!("{POD_NAMESPACE}_{name}_{uid}"));
@@ -154,7 +163,9 @@ pub(super) async fn measure(
     for id in pods {
         rpc(
             format!("{who}: StopPodSandbox {id}"),
-            rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }),
+            rt.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            }),
         )
         .await?;
         rpc(
