@@ -7,6 +7,7 @@ pub mod config;
 mod cri;
 mod crilog;
 mod error;
+mod events;
 mod oci;
 mod oom;
 mod server;

@@ -86,8 +86,7 @@ pub struct Cri {
     /// nano-cores.
     pub(crate) cpu_samples: Mutex<std::collections::HashMap<String, container_stats::CpuSample>>,
     /// Lifecycle events for GetContainerEvents subscribers.
-    pub(crate) events: tokio::sync::broadcast::Sender<berth_proto::cri::ContainerEventResponse>,
-    events_closing: tokio::sync::watch::Sender<bool>,
+    pub(crate) events: crate::events::Events,
     /// Streaming URLs handed out and waiting for their clients.
     pub(crate) stream: Arc<crate::streaming::Registry>,
 }
@@ -135,8 +134,7 @@ impl Cri {
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             host: Arc::new(crate::oci::Host::probe()),
             cpu_samples: Mutex::new(std::collections::HashMap::new()),
-            events: container_events::channel(),
-            events_closing: container_events::closing(),
+            events: Default::default(),
             stream: Default::default(),
         })
     }

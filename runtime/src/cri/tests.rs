@@ -217,9 +217,10 @@ impl Harness {
 }
 
 async fn next_event(
-    rx: &mut tokio::sync::broadcast::Receiver<berth_proto::cri::ContainerEventResponse>,
+    rx: &mut (impl futures_util::Stream<Item = berth_proto::cri::ContainerEventResponse> + Unpin),
 ) -> (String, ContainerEventType) {
-    let e = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+    use futures_util::StreamExt as _;
+    let e = tokio::time::timeout(std::time::Duration::from_secs(5), rx.next())
         .await
         .expect("an event")
         .unwrap();
@@ -233,7 +234,7 @@ async fn next_event(
 async fn start_stop_remove_through_the_shim() {
     let h = harness();
     let id = h.created("web");
-    let mut events = h.cri.events.subscribe();
+    let mut events = h.cri.events.stream();
     h.cri
         .start_container(StartContainerRequest {
             container_id: id.clone(),
@@ -311,7 +312,7 @@ async fn a_failed_start_is_recorded_as_start_error() {
     let h = harness();
     let id = h.created("bad");
     h.fake.shim.fail_create.lock().unwrap().insert(id.clone());
-    let mut events = h.cri.events.subscribe();
+    let mut events = h.cri.events.stream();
     let err = h
         .cri
         .start_container(StartContainerRequest {
