@@ -368,7 +368,6 @@ fn process(
 
 /// The mounts every container gets: /proc, /dev, /dev/pts, /dev/mqueue, /sys, /sys/fs/cgroup.
 fn base_mounts(privileged: bool) -> Result<Vec<oci_spec::runtime::Mount>> {
-    let sec = Privileged { privileged };
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -388,7 +387,7 @@ fn base_mounts(privileged: bool) -> Result<Vec<oci_spec::runtime::Mount>> {
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", if sec.privileged { "rw" } else { "ro" }],
+            &["nosuid", "noexec", "nodev", if privileged { "rw" } else { "ro" }],
         )?,
         mount(
             "/sys/fs/cgroup",
@@ -399,15 +398,10 @@ fn base_mounts(privileged: bool) -> Result<Vec<oci_spec::runtime::Mount>> {
                 "noexec",
                 "nodev",
                 "relatime",
-                if sec.privileged { "rw" } else { "ro" },
+                if privileged { "rw" } else { "ro" },
             ],
         )?,
     ])
-}
-
-/// What `base_mounts` reads of the security context.
-struct Privileged {
-    privileged: bool,
 }
 
 /// The pod's files (hostname, hosts, resolv.conf) and its /dev/shm, unless the request mounts its own.
