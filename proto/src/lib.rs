@@ -5,8 +5,15 @@
 //! berthd and berth-shim ([`contract`]) and the CRI log line both write ([`crilog`]). This crate holds
 //! no other logic.
 
-/// CRI v1: `runtime.v1.RuntimeService` and `runtime.v1.ImageService` messages, clients and servers.
-pub use k8s_cri::v1 as cri;
+/// CRI v1 as Kubernetes 1.36 defines it (`cri/v1/api.proto`): `runtime.v1.RuntimeService` and
+/// `runtime.v1.ImageService` messages, clients and servers.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod cri {
+    tonic::include_proto!("runtime.v1");
+
+    /// The compiled `FileDescriptorSet` of `cri/v1/api.proto` (for reflection and the wire test).
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cri_v1");
+}
 
 /// The containerd shim v2 protocol over TTRPC: the task API a shim serves
 /// (`shim::shim_async::{Task, TaskClient, create_task}`, messages in `shim::api`), the events API its

@@ -163,26 +163,119 @@ async fn every_authority_form_is_answered_over_raw_http2() {
 
 const VENV: &str = "/opt/berth-test-venv";
 
-/// The CRI v1 protos berth's bindings are generated from: the `k8s-cri` crate's, at the version
-/// Cargo.lock names, in cargo's registry sources (cargo unpacked them to build berth).
+/// berth's CRI protocol definition (proto/cri/v1/api.proto), which the Python client compiles too.
 fn cri_proto() -> PathBuf {
-    let lock = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).unwrap();
-    let version = lock
-        .split("[[package]]")
-        .find(|p| p.contains("name = \"k8s-cri\""))
-        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
-        .expect("k8s-cri in Cargo.lock")
-        .trim_matches('"')
-        .to_string();
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
-    std::fs::read_dir(home.join("registry/src"))
-        .unwrap()
-        .flatten()
-        .map(|d| d.path().join(format!("k8s-cri-{version}/proto/v1.proto")))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("k8s-cri {version}'s proto/v1.proto not under {}", home.display()))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/cri/v1/api.proto")
+}
+
+// ---- the protocol itself, against Kubernetes 1.36's ---------------------------------------------
+
+/// The `runtime.v1` file descriptor a Go program built with cri-api registers: protoc-gen-go embeds
+/// it, serialized, in the binary. It starts with its file name and then `package runtime.v1`.
+fn embedded_cri_descriptor(binary: &[u8]) -> Option<prost_types::FileDescriptorProto> {
+    use prost::Message as _;
+    let package = b"\x12\x0aruntime.v1";
+    let at = binary.windows(package.len()).position(|w| w == package)?;
+    // Back up over `0x0a <len> <name>`: the name ends where the package begins.
+    let start = (2..128).map(|n| at - n).find(|&s| binary[s] == 0x0a && binary[s + 1] as usize == at - s - 2)?;
+    // The descriptor runs until the first byte that cannot continue a FileDescriptorProto: decode
+    // ever longer prefixes field by field (a top-level field is at most a few hundred KiB).
+    let mut end = start;
+    let mut buf = &binary[start..];
+    while !buf.is_empty() {
+        let before = buf.len();
+        let Ok((tag, wire)) = prost::encoding::decode_key(&mut buf) else { break };
+        if !(1..=14).contains(&tag) {
+            break;
+        }
+        if prost::encoding::skip_field(wire, tag, &mut buf, prost::encoding::DecodeContext::default()).is_err() {
+            break;
+        }
+        end += before - buf.len();
+    }
+    prost_types::FileDescriptorProto::decode(&binary[start..end]).ok()
+}
+
+/// Every wire-relevant fact of a descriptor, one line each: services' methods and their streaming,
+/// messages' fields (number, label, type, type name), nested types, enums' values.
+fn wire_facts(f: &prost_types::FileDescriptorProto) -> std::collections::BTreeSet<String> {
+    fn message(out: &mut std::collections::BTreeSet<String>, scope: &str, m: &prost_types::DescriptorProto) {
+        let name = format!("{scope}{}", m.name());
+        out.insert(format!("message {name}"));
+        for f in &m.field {
+            out.insert(format!(
+                "{name}.{} = {} {:?} {:?} {} optional={}",
+                f.name(),
+                f.number(),
+                f.label(),
+                f.r#type(),
+                f.type_name(),
+                f.proto3_optional()
+            ));
+        }
+        for e in &m.enum_type {
+            enumeration(out, &format!("{name}."), e);
+        }
+        for n in &m.nested_type {
+            message(out, &format!("{name}."), n);
+        }
+    }
+    fn enumeration(out: &mut std::collections::BTreeSet<String>, scope: &str, e: &prost_types::EnumDescriptorProto) {
+        for v in &e.value {
+            out.insert(format!("enum {scope}{}.{} = {}", e.name(), v.name(), v.number()));
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    out.insert(format!("package {}", f.package()));
+    for s in &f.service {
+        for m in &s.method {
+            out.insert(format!(
+                "rpc {}.{}({}) returns ({}) client_streaming={} server_streaming={}",
+                s.name(),
+                m.name(),
+                m.input_type(),
+                m.output_type(),
+                m.client_streaming(),
+                m.server_streaming()
+            ));
+        }
+    }
+    for e in &f.enum_type {
+        enumeration(&mut out, "", e);
+    }
+    for m in &f.message_type {
+        message(&mut out, "", m);
+    }
+    out
+}
+
+/// berth's api.proto, compiled, against the descriptor crictl 1.36.0 was built with (cri-api v0.36):
+/// every service, method, message, field number and type, enum value the same.
+#[test]
+fn cri_protocol_is_kubernetes_1_36s() {
+    use prost::Message as _;
+    let Some(crictl) = tool("crictl-1.36.0") else {
+        report_not_tested(
+            "clients::cri_protocol_is_kubernetes_1_36s",
+            "../shared/tools/crictl-1.36.0 is not there (its embedded descriptor is the reference)",
+        );
+        return;
+    };
+    let theirs = embedded_cri_descriptor(&std::fs::read(&crictl).unwrap())
+        .expect("crictl-1.36.0 embeds the runtime.v1 descriptor");
+    let set = prost_types::FileDescriptorSet::decode(berth_proto::cri::FILE_DESCRIPTOR_SET).unwrap();
+    let ours = set.file.iter().find(|f| f.package() == "runtime.v1").expect("runtime.v1 in berth's set");
+    let (theirs, ours) = (wire_facts(&theirs), wire_facts(ours));
+    assert!(theirs.len() > 800, "a whole CRI: {} facts", theirs.len());
+    let missing: Vec<_> = theirs.difference(&ours).collect();
+    let extra: Vec<_> = ours.difference(&theirs).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "berth's CRI differs from Kubernetes 1.36's.\nonly in 1.36: {missing:#?}\nonly in berth: {extra:#?}"
+    );
+    for rpc in ["UpdatePodSandboxResources", "StreamContainers", "StreamImages"] {
+        assert!(ours.iter().any(|f| f.contains(&format!(".{rpc}("))), "{rpc}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use berth_proto::cri::{
     ContainerState, ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources, ListContainerStatsRequest,
     ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxStatsFilter,
-    PodSandboxStatsRequest, StopContainerRequest, UpdateContainerResourcesRequest,
+    IoUsage, PodSandboxStatsRequest, PodSandboxStatusRequest, PsiStats, StopContainerRequest,
+    UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
 };
 use berth_proto::tonic::Code;
 use berth_test::{registry, require_root};
@@ -49,6 +50,18 @@ fn cpu_max(id: &str) -> (String, String) {
     }
 }
 
+/// PSI in a stats answer: present, with `some` readings, on cgroup v2; absent on v1.
+fn check_pressure(what: &str, cpu: Option<&PsiStats>, memory: Option<&PsiStats>, io: Option<&IoUsage>) {
+    if unified() {
+        for (r, p) in [("cpu", cpu), ("memory", memory), ("io", io.and_then(|i| i.psi.as_ref()))] {
+            assert!(p.is_some_and(|p| p.some.is_some()), "{what} {r} pressure on cgroup v2: {p:?}");
+        }
+        assert!(io.unwrap().timestamp > 0);
+    } else {
+        assert_eq!((cpu, memory, io), (None, None, None), "{what}: no pressure on cgroup v1");
+    }
+}
+
 fn memory_limit(id: &str) -> String {
     cg(id, "memory", "memory.limit_in_bytes", "memory.max")
 }
@@ -63,6 +76,88 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
         assert!(t0.elapsed() < Duration::from_secs(60), "never: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+const RESIZE_PARENT: &str = "/berth-test-pod-resize";
+
+/// A control file of the pod cgroup RESIZE_PARENT: the v1 one in `controller`'s hierarchy, or v2's.
+fn pod_cg(controller: &str, v1: &str, v2: &str) -> String {
+    let rel = RESIZE_PARENT.trim_start_matches('/');
+    let p = if unified() {
+        format!("/sys/fs/cgroup/{rel}/{v2}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}/{rel}/{v1}")
+    };
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")).trim().to_string()
+}
+
+/// In-place pod resize as kubelet 1.35+ sends it: UpdatePodSandboxResources with the containers'
+/// new sum and the pod overhead; their total lands in the running pod's own cgroup, and the pod's
+/// recorded config follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_resize_reaches_the_pod_cgroup() {
+    require_root!();
+    registry::require().await;
+    let p = Pod::start(RESIZE_PARENT, |_| {}, |_| {}).await;
+    let mut rt = p.d.runtime().await.unwrap();
+    let app = p.create(container("app", &p.image, "sleep 1000")).await.unwrap();
+    p.start_container(&app).await.unwrap();
+    p.wait_state(&app, ContainerState::ContainerRunning).await;
+
+    let resize = |mem: i64, quota: i64| UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: p.id.clone(),
+        resources: Some(LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: quota,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: mem,
+            ..Default::default()
+        }),
+        overhead: Some(LinuxContainerResources {
+            cpu_shares: 10,
+            memory_limit_in_bytes: 1 << 20,
+            ..Default::default()
+        }),
+    };
+    rt.update_pod_sandbox_resources(resize(64 << 20, 50_000)).await.unwrap();
+    let memory = || pod_cg("memory", "memory.limit_in_bytes", "memory.max");
+    assert_eq!(memory(), (65u64 << 20).to_string(), "the sum plus the overhead");
+    if unified() {
+        assert_eq!(pod_cg("", "", "cpu.max"), "50000 100000");
+        // 522 shares as a v2 weight.
+        assert_eq!(pod_cg("", "", "cpu.weight"), "20");
+    } else {
+        assert_eq!(pod_cg("cpu", "cpu.cfs_quota_us", ""), "50000");
+        assert_eq!(pod_cg("cpu", "cpu.cfs_period_us", ""), "100000");
+        assert_eq!(pod_cg("cpu", "cpu.shares", ""), "522");
+    }
+    // Shrunk again (kubelet resizes containers first, then the pod): the cgroup follows.
+    rt.update_pod_sandbox_resources(resize(32 << 20, 20_000)).await.unwrap();
+    assert_eq!(memory(), (33u64 << 20).to_string());
+    // The pod's record has the new totals (crictl inspectp shows them).
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: p.id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    assert_eq!(info["config"]["linux"]["resources"]["memory_limit_in_bytes"], 32 << 20, "{info}");
+    assert_eq!(info["config"]["linux"]["overhead"]["cpu_shares"], 10);
+    // The container's own limit is untouched (none): this call is about the pod.
+    let own = pod_cg("memory", &format!("{app}/memory.limit_in_bytes"), &format!("{app}/memory.max"));
+    assert!(own == "max" || own.parse::<u64>().is_ok_and(|v| v > 1 << 40), "container limit {own}");
+
+    let mut bad = resize(-1, 0);
+    let err = rt.update_pod_sandbox_resources(bad.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    bad.pod_sandbox_id = "no-such-pod".into();
+    bad.resources = None;
+    let err = rt.update_pod_sandbox_resources(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    p.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,6 +293,8 @@ async fn limits_update_and_stats() {
     assert!(mem.page_faults.unwrap().value > 0);
     assert!(mem.rss_bytes.is_some());
     assert!(s.writable_layer.unwrap().inodes_used.unwrap().value >= 2);
+    // Pressure (PSI): the cgroup v2 pressure files' readings; on v1 there are none, and none is made up.
+    check_pressure("container", s.cpu.as_ref().unwrap().psi.as_ref(), mem.psi.as_ref(), s.io.as_ref());
 
     // Listing with filters.
     let list = |filter: ContainerStatsFilter| {
@@ -260,6 +357,7 @@ async fn limits_update_and_stats() {
     })
     .await;
     let l = ps.linux.unwrap();
+    check_pressure("pod", l.cpu.as_ref().unwrap().psi.as_ref(), l.memory.as_ref().unwrap().psi.as_ref(), l.io.as_ref());
     assert_eq!(l.containers.len(), 2);
     assert!(l.process.unwrap().process_count.unwrap().value >= 2);
     assert!(l.memory.unwrap().working_set_bytes.unwrap().value >= 32 << 20);

@@ -38,6 +38,8 @@ impl Cri {
             .get(&image_ref)?
             .ok_or_else(|| Error::NotFound(format!("image {image_ref:?} not found: pull it first")))?;
         let (handler, _) = self.handler(&sandbox.runtime_handler)?;
+        let image_stop = image.config.config.as_ref().and_then(|r| r.stop_signal.as_deref());
+        let stop_signal = super::stop_signal::resolve(config.stop_signal, image_stop)?;
 
         let id = new_id()?;
         self.containers()
@@ -66,6 +68,7 @@ impl Cri {
             log_path,
             handler,
             user: Some(user),
+            stop_signal: Some(stop_signal),
             ..Container::created(&id, &sandbox.id, config)
         };
         let put = self.save_container(&self.container_turn(), c).map(drop);

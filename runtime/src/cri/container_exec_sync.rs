@@ -13,9 +13,15 @@ use crate::store::new_id;
 const MAX_OUTPUT: usize = 16 << 20;
 
 impl Cri {
-    /// Runs a command in a running container and returns its output and exit code. With a timeout,
-    /// a command still running when it expires is killed and the call fails with DeadlineExceeded.
-    pub async fn exec_sync(self: &Arc<Self>, req: ExecSyncRequest) -> Result<ExecSyncResponse> {
+    /// Runs a command in a running container and returns its output and exit code. With a timeout
+    /// (the request's, or the client's gRPC deadline, whichever ends first), a command still running
+    /// when it expires is killed and the call fails with DeadlineExceeded. The exec runs in a task of
+    /// its own, so a client that goes away still leaves it cleaned up when it ends.
+    pub async fn exec_sync(
+        self: &Arc<Self>,
+        req: ExecSyncRequest,
+        deadline: Option<Duration>,
+    ) -> Result<ExecSyncResponse> {
         if req.cmd.is_empty() {
             return Err(Error::InvalidArgument("ExecSync: cmd is empty".into()));
         }
@@ -27,10 +33,19 @@ impl Cri {
         let exec_id = format!("exec-{}", &new_id()?[..16]);
         let dir = c.bundle.join(&exec_id);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        let res = self.exec_in(&shim, &c.bundle, &c.id, &exec_id, &dir, &req).await;
-        let _ = shim.delete_exec(&c.id, &exec_id).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        res
+        let limit = match (req.timeout, deadline) {
+            (t, d) if t > 0 => Some(d.map_or(Duration::from_secs(t as u64), |d| d.min(Duration::from_secs(t as u64)))),
+            (_, d) => d,
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let res = this.exec_in(&shim, &c.bundle, &c.id, &exec_id, &dir, &req, limit).await;
+            let _ = shim.delete_exec(&c.id, &exec_id).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            res
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("exec task: {e}")))?
     }
 
     async fn exec_in(
@@ -41,6 +56,7 @@ impl Cri {
         exec_id: &str,
         dir: &std::path::Path,
         req: &ExecSyncRequest,
+        limit: Option<Duration>,
     ) -> Result<ExecSyncResponse> {
         // The exec runs as the container's process does: same user, env, cwd and capabilities.
         let spec = crate::oci::load_bundle_spec(bundle)?;
@@ -61,16 +77,16 @@ impl Cri {
         shim.exec(&exec).await?;
         shim.start(id, exec_id).await?;
         let wait = shim.wait(id, exec_id);
-        let waited = if req.timeout > 0 {
-            match tokio::time::timeout(Duration::from_secs(req.timeout as u64), wait).await {
+        let waited = if let Some(limit) = limit {
+            match tokio::time::timeout(limit, wait).await {
                 Ok(w) => w?,
                 Err(_) => {
                     let _ = shim.kill_exec(id, exec_id, 9).await;
                     read_out.abort();
                     read_err.abort();
                     return Err(Error::DeadlineExceeded(format!(
-                        "command {:?} timed out after {}s",
-                        req.cmd, req.timeout
+                        "command {:?} timed out after {limit:?}",
+                        req.cmd
                     )));
                 }
             }

@@ -1,17 +1,20 @@
 //! ContainerStats and ListContainerStats: CPU, memory and process counts from the container's
 //! cgroup (v1 or v2), the writable layer's disk use from its overlay upper directory. CPU
-//! nano-cores come from the previous reading, kept per container.
+//! nano-cores come from the previous reading, kept per container. CPU, memory and IO pressure
+//! (PSI) come from the cgroup v2 pressure files; on cgroup v1 there are none and they are left empty.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use berth_proto::cri::{
     ContainerAttributes, ContainerStats, ContainerStatsRequest, ContainerStatsResponse, CpuUsage, FilesystemIdentifier,
-    FilesystemUsage, ListContainerStatsRequest, ListContainerStatsResponse, MemoryUsage, SwapUsage, UInt64Value,
+    FilesystemUsage, IoUsage, ListContainerStatsRequest, ListContainerStatsResponse, MemoryUsage, PsiData, PsiStats,
+    SwapUsage, UInt64Value,
 };
 
 use super::Cri;
 use crate::cgroup::Usage;
+use crate::cgroup::pressure::{Pressure, Stall};
 use crate::error::{Error, Result};
 use crate::store::container::{Container, State};
 use crate::store::now_ns;
@@ -24,6 +27,28 @@ const MIN_CPU_WINDOW_NS: i64 = 1_000_000_000;
 
 fn v(x: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: x })
+}
+
+/// The CRI form of one pressure file.
+pub(crate) fn psi(p: Option<Pressure>) -> Option<PsiStats> {
+    let data = |s: Stall| PsiData {
+        total: s.total_ns,
+        avg10: s.avg10,
+        avg60: s.avg60,
+        avg300: s.avg300,
+    };
+    p.map(|p| PsiStats {
+        full: p.full.map(data),
+        some: p.some.map(data),
+    })
+}
+
+/// IO usage: only its pressure (and when it was read); None when there is no IO pressure file.
+pub(crate) fn io_usage(at: i64, p: Option<Pressure>) -> Option<IoUsage> {
+    psi(p).map(|psi| IoUsage {
+        timestamp: at,
+        psi: Some(psi),
+    })
 }
 
 /// Bytes (allocated blocks) and inodes under `dir`, not crossing into other filesystems.
@@ -118,6 +143,7 @@ impl Cri {
                 timestamp: at,
                 usage_core_nano_seconds: u.cpu_ns.and_then(v),
                 usage_nano_cores: u.cpu_ns.and_then(|n| self.nano_cores(&c.id, at, n)).and_then(v),
+                psi: psi(u.pressure.cpu),
             });
             s.memory = Some(MemoryUsage {
                 timestamp: at,
@@ -127,7 +153,9 @@ impl Cri {
                 rss_bytes: u.rss.and_then(v),
                 page_faults: u.page_faults.and_then(v),
                 major_page_faults: u.major_page_faults.and_then(v),
+                psi: psi(u.pressure.memory),
             });
+            s.io = io_usage(at, u.pressure.io);
             s.swap = u.swap.map(|sw| SwapUsage {
                 timestamp: at,
                 swap_available_bytes: None,

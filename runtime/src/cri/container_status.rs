@@ -63,6 +63,9 @@ pub fn status(c: &Container) -> ContainerStatus {
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 propagation: m.propagation,
+                recursive_read_only: m.recursive_read_only,
+                image: m.image.clone(),
+                image_sub_path: m.image_sub_path.clone(),
                 ..Default::default()
             })
             .collect(),
@@ -79,6 +82,11 @@ pub fn status(c: &Container) -> ContainerStatus {
                     .collect(),
             }),
         }),
+        // The signal StopContainer sends (old records: the config's, when it named one).
+        stop_signal: c
+            .stop_signal
+            .map(|n| super::stop_signal::to_cri(n) as i32)
+            .unwrap_or(c.config.stop_signal),
         resources: c.config.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| {
             berth_proto::cri::ContainerResources {
                 linux: Some(r),

@@ -10,7 +10,7 @@ use crate::store::container::State;
 const SIGKILL: u32 = 9;
 
 impl Cri {
-    /// Stops a running container: its stop signal (the image's, else SIGTERM), then SIGKILL after
+    /// Stops a running container: its stop signal (its config's, else its image's, else SIGTERM), then SIGKILL after
     /// `timeout` seconds. Stopping a container that is not running, or unknown, succeeds.
     pub async fn stop_container(self: &Arc<Self>, req: StopContainerRequest) -> Result<StopContainerResponse> {
         let Some(id) = self.containers().resolve(&req.container_id)? else {
@@ -60,28 +60,18 @@ impl Cri {
         mode == berth_proto::cri::NamespaceMode::Container as i32
     }
 
+    /// The container's stop signal; for records from before it was resolved at creation, the
+    /// image's (else SIGTERM), as berth did then.
     fn stop_signal(&self, c: &crate::store::container::Container) -> u32 {
-        let name = self
-            .images
-            .get(&c.image_id)
-            .ok()
-            .flatten()
-            .and_then(|i| i.config.config.and_then(|r| r.stop_signal))
-            .unwrap_or_default();
-        let name = name.trim_start_matches("SIG");
-        match name.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => match name {
-                "HUP" => 1,
-                "INT" => 2,
-                "QUIT" => 3,
-                "KILL" => 9,
-                "USR1" => 10,
-                "USR2" => 12,
-                "WINCH" => 28,
-                _ => 15,
-            },
+        if let Some(n) = c.stop_signal {
+            return n;
         }
+        let image = self.images.get(&c.image_id).ok().flatten();
+        let named = image
+            .as_ref()
+            .and_then(|i| i.config.config.as_ref())
+            .and_then(|r| r.stop_signal.as_deref());
+        super::stop_signal::resolve(c.config.stop_signal, named).unwrap_or(super::stop_signal::SIGTERM)
     }
 
     /// Polls until the container is recorded Exited, up to `limit`.

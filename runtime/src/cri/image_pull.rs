@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use berth_image::Credentials;
 use berth_proto::cri::{AuthConfig, PullImageRequest, PullImageResponse};
 
@@ -5,13 +7,28 @@ use super::Cri;
 use crate::error::{Error, Result};
 
 impl Cri {
-    /// Pulls the image and returns its ID as the image reference, as containerd does.
-    pub async fn pull_image(&self, req: PullImageRequest) -> Result<PullImageResponse> {
+    /// Pulls the image and returns its ID as the image reference, as containerd does. The pull runs
+    /// in a task of its own: a client that gives up (its deadline passes: DeadlineExceeded; or it
+    /// goes away) leaves it to finish, so no unpack is cut off halfway and the retry finds the image.
+    pub async fn pull_image(&self, req: PullImageRequest, deadline: Option<Duration>) -> Result<PullImageResponse> {
         let image = super::image_ref(req.image, "PullImage")?;
         let creds = credentials(req.auth.as_ref())?;
-        let img = self.images.pull(&image, creds).await;
-        crate::sys::release_free_memory();
-        let img = img?;
+        let images = self.images.clone();
+        let name = image.clone();
+        let pull = tokio::spawn(async move {
+            let img = images.pull(&name, creds).await;
+            crate::sys::release_free_memory();
+            img
+        });
+        let joined = match deadline {
+            None => pull.await,
+            Some(d) => tokio::time::timeout(d, pull).await.map_err(|_| {
+                Error::DeadlineExceeded(format!(
+                    "PullImage {image:?}: deadline of {d:?} exceeded (the pull goes on in the background)"
+                ))
+            })?,
+        };
+        let img = joined.map_err(|e| Error::Internal(format!("pull task: {e}")))??;
         Ok(PullImageResponse {
             image_ref: img.id.to_string(),
         })

@@ -41,6 +41,8 @@ pub mod sandbox_setup;
 mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
+mod sandbox_update;
+mod stop_signal;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -247,6 +249,26 @@ impl Cri {
     }
 
     /// Writes a pod record, then publishes it (writers in turn; readers never wait on the disk).
+    /// Changes the pod `id`'s record in place: read, changed and written in one writer's turn, so
+    /// no other writer's change in between is lost. Returns the record as written.
+    pub(crate) fn update_sandbox(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut crate::store::sandbox::Sandbox),
+    ) -> crate::error::Result<crate::store::sandbox::Sandbox> {
+        let _turn = self.sandbox_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sb = self
+            .sandboxes()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| crate::error::Error::NotFound(format!("pod sandbox {id:?} not found")))?;
+        change(&mut sb);
+        let file = self.sandboxes().file(&sb.id);
+        crate::store::write_json(&file, &sb)?;
+        self.sandboxes().insert(sb.clone());
+        Ok(sb)
+    }
+
     pub(crate) fn save_sandbox(&self, sb: crate::store::sandbox::Sandbox) -> crate::error::Result<()> {
         let _turn = self.sandbox_writes.lock().unwrap_or_else(|e| e.into_inner());
         let file = self.sandboxes().file(&sb.id);

@@ -65,18 +65,36 @@ impl Cri {
         StatusResponse {
             status: Some(RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![RuntimeHandler {
-                name: String::new(),
-                features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    user_namespaces: false,
-                }),
-            }],
+            runtime_handlers: self.runtime_handlers(),
             features: Some(RuntimeFeatures {
                 // Strict and Merge are honoured, and ContainerStatus reports the user.
                 supplemental_groups_policy: true,
+                // No user namespaces yet, so none with the host's network either.
+                user_namespaces_host_network: false,
             }),
         }
+    }
+}
+
+impl Cri {
+    /// Every configured runtime handler by name, and the default one once more under the empty
+    /// name (what a pod that names no RuntimeClass gets), as containerd lists them. Features are
+    /// what berth makes for every handler: recursive read-only mounts and user namespaces not yet
+    /// (kubelet then neither asks for them nor admits pods that need them).
+    fn runtime_handlers(&self) -> Vec<RuntimeHandler> {
+        let features = || {
+            Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            })
+        };
+        std::iter::once(String::new())
+            .chain(self.config.runtime.handlers.keys().cloned())
+            .map(|name| RuntimeHandler {
+                name,
+                features: features(),
+            })
+            .collect()
     }
 }
 

@@ -1,5 +1,6 @@
 //! PodSandboxStats and ListPodSandboxStats: the pod's containers' stats, their sums (CPU, memory,
-//! processes), and network counters read inside the pod's network namespace.
+//! processes), and network counters read inside the pod's network namespace. Pressure (PSI) is the
+//! pod cgroup's own (pressure cannot be summed), on cgroup v2, for pods that name a cgroup parent.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use berth_proto::cri::{
 };
 
 use super::Cri;
-use super::container_stats::labels_match;
+use super::container_stats::{io_usage, labels_match, psi};
 use crate::error::{Error, Result};
 use crate::store::container::Container;
 use crate::store::now_ns;
@@ -80,6 +81,10 @@ impl Cri {
         }
         let cpu = |f: fn(&CpuUsage) -> Option<u64>| sum(&stats, |s| s.cpu.as_ref().and_then(f));
         let mem = |f: fn(&MemoryUsage) -> Option<u64>| sum(&stats, |s| s.memory.as_ref().and_then(f));
+        let parent = sb.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or("");
+        let pressure = crate::cgroup::pod_dir(self.config.cgroup_driver, parent)
+            .map(|d| crate::cgroup::pressures(&d))
+            .unwrap_or_default();
         let network = sb.namespace_path("net").and_then(read_net_dev).map(|ifs| {
             let usage = |i: &Interface| NetworkInterfaceUsage {
                 name: i.name.clone(),
@@ -114,6 +119,7 @@ impl Cri {
                     timestamp: at,
                     usage_core_nano_seconds: cpu(|c| c.usage_core_nano_seconds.map(|x| x.value)).and_then(v),
                     usage_nano_cores: cpu(|c| c.usage_nano_cores.map(|x| x.value)).and_then(v),
+                    psi: psi(pressure.cpu),
                 }),
                 memory: Some(MemoryUsage {
                     timestamp: at,
@@ -123,6 +129,7 @@ impl Cri {
                     rss_bytes: mem(|m| m.rss_bytes.map(|x| x.value)).and_then(v),
                     page_faults: mem(|m| m.page_faults.map(|x| x.value)).and_then(v),
                     major_page_faults: mem(|m| m.major_page_faults.map(|x| x.value)).and_then(v),
+                    psi: psi(pressure.memory),
                 }),
                 network,
                 process: Some(ProcessUsage {
@@ -130,6 +137,7 @@ impl Cri {
                     process_count: v(procs),
                 }),
                 containers: stats,
+                io: io_usage(at, pressure.io),
             }),
             windows: None,
         }

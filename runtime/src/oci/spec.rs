@@ -438,6 +438,16 @@ fn user_mounts(config: &ContainerConfig) -> Result<(Vec<oci_spec::runtime::Mount
                 m.container_path
             )));
         }
+        if m.image.is_some() {
+            return Err(Error::Unimplemented("image volumes (Mount.image)"));
+        }
+        if m.recursive_read_only {
+            // Not advertised in Status, so kubelet does not ask; refused rather than made read-only
+            // only at the top.
+            return Err(Error::Unimplemented(
+                "recursive read-only mounts (Mount.recursive_read_only)",
+            ));
+        }
         let host = PathBuf::from(&m.host_path);
         if !host.is_absolute() {
             return Err(Error::InvalidArgument(format!(

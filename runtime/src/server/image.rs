@@ -6,7 +6,7 @@ use berth_proto::cri::image_service_server::ImageService;
 use berth_proto::cri::*;
 use berth_proto::tonic::{self, Request, Response, Status};
 
-use super::rpc;
+use super::{Pages, pages, rpc};
 use crate::cri::Cri;
 
 #[derive(Debug)]
@@ -14,6 +14,22 @@ pub struct ImageAdapter(pub Arc<Cri>);
 
 #[tonic::async_trait]
 impl ImageService for ImageAdapter {
+    type StreamImagesStream = Pages<StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        req: Request<StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let filter = req.into_inner().filter;
+        rpc!(
+            "StreamImages",
+            DEBUG,
+            self.0
+                .list_images(ListImagesRequest { filter })
+                .map(|r| pages(r.images, |images| StreamImagesResponse { images }))
+        )
+    }
+
     async fn list_images(&self, req: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
         rpc!("ListImages", DEBUG, self.0.list_images(req.into_inner()))
     }
@@ -23,10 +39,11 @@ impl ImageService for ImageAdapter {
     }
 
     async fn pull_image(&self, req: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
+        let deadline = super::deadline(&req);
         let req = req.into_inner();
         let image = req.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         tracing::info!(%image, "PullImage");
-        rpc!("PullImage", INFO, self.0.pull_image(req).await)
+        rpc!("PullImage", INFO, self.0.pull_image(req, deadline).await)
     }
 
     async fn remove_image(&self, req: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {

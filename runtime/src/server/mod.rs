@@ -102,3 +102,85 @@ macro_rules! rpc {
     }};
 }
 pub(crate) use rpc;
+
+/// How long the client gave a call (its `grpc-timeout`), less a margin in which berth ends the
+/// work itself (kills a timed-out exec, answers DeadlineExceeded) before tonic's own timer cancels the
+/// call with a bare CANCELLED. None: no deadline.
+pub(crate) fn deadline<T>(req: &tonic::Request<T>) -> Option<std::time::Duration> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let given = parse_grpc_timeout(v)?;
+    Some(given.saturating_sub((given / 10).min(std::time::Duration::from_millis(100))))
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), as the gRPC HTTP/2 spec has it.
+fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A Stream* RPC's answer (CRI list streaming, Kubernetes 1.36): the List* answer's items sent in
+/// pages of [`PAGE`], so that no one message nears gRPC's size limit however many there are.
+pub(crate) type Pages<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// Items per Stream* message (containerd's batch).
+pub(crate) const PAGE: usize = 5000;
+
+/// `items` as a stream of pages, each made by `page`; no message at all when there are none.
+pub(crate) fn pages<I: Send + 'static, T: Send + 'static>(items: Vec<I>, page: impl Fn(Vec<I>) -> T) -> Pages<T> {
+    let mut out = Vec::with_capacity(items.len().div_ceil(PAGE));
+    let mut rest = items.into_iter().peekable();
+    while rest.peek().is_some() {
+        out.push(Ok(page(rest.by_ref().take(PAGE).collect())));
+    }
+    Box::pin(tokio_stream::iter(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+    use tokio_stream::StreamExt as _;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(super::parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(super::parse_grpc_timeout("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(super::parse_grpc_timeout("3H"), Some(Duration::from_secs(3 * 3600)));
+        assert_eq!(super::parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "12x", "-1S", "1.5S"] {
+            assert_eq!(super::parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        let mut req = berth_proto::tonic::Request::new(());
+        assert_eq!(super::deadline(&req), None);
+        req.set_timeout(Duration::from_secs(2));
+        assert_eq!(super::deadline(&req), Some(Duration::from_millis(1900)), "a tenth kept back");
+        req.set_timeout(Duration::from_secs(60));
+        assert_eq!(super::deadline(&req), Some(Duration::from_millis(59_900)), "at most 100 ms kept back");
+    }
+
+    #[tokio::test]
+    async fn pages_split_at_the_page_size() {
+        let sizes = |n: usize| async move {
+            super::pages((0..n).collect::<Vec<_>>(), |p| p.len())
+                .map(|r| r.unwrap())
+                .collect::<Vec<_>>()
+                .await
+        };
+        assert_eq!(sizes(0).await, Vec::<usize>::new());
+        assert_eq!(sizes(3).await, vec![3]);
+        assert_eq!(sizes(super::PAGE).await, vec![super::PAGE]);
+        assert_eq!(sizes(2 * super::PAGE + 1).await, vec![super::PAGE, super::PAGE, 1]);
+    }
+}

@@ -1,5 +1,5 @@
 //! `runtime.v1.RuntimeService` → [`Cri`]. RPCs berth does not implement yet answer `Unimplemented`
-//! with the RPC's name.
+//! with the RPC's name. The Stream* RPCs answer their List* twin's items in pages.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +9,7 @@ use berth_proto::cri::runtime_service_server::RuntimeService;
 use berth_proto::cri::*;
 use berth_proto::tonic::{self, Request, Response, Status};
 
-use super::rpc;
+use super::{Pages, pages, rpc};
 use crate::cri::Cri;
 use crate::error::Error;
 
@@ -38,6 +38,11 @@ type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEvent
 #[tonic::async_trait]
 impl RuntimeService for RuntimeAdapter {
     type GetContainerEventsStream = EventStream;
+    type StreamPodSandboxesStream = Pages<StreamPodSandboxesResponse>;
+    type StreamContainersStream = Pages<StreamContainersResponse>;
+    type StreamContainerStatsStream = Pages<StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = Pages<StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = Pages<StreamPodSandboxMetricsResponse>;
 
     async fn version(&self, req: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
         rpc!("Version", DEBUG, Ok(self.0.version(req.into_inner())))
@@ -136,7 +141,8 @@ impl RuntimeService for RuntimeAdapter {
     }
 
     async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
-        rpc!("ExecSync", DEBUG, self.0.exec_sync(req.into_inner()).await)
+        let deadline = super::deadline(&req);
+        rpc!("ExecSync", DEBUG, self.0.exec_sync(req.into_inner(), deadline).await)
     }
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
@@ -252,6 +258,97 @@ impl RuntimeService for RuntimeAdapter {
             "GetContainerEvents",
             INFO,
             Ok::<EventStream, Error>(Box::pin(tokio_stream::StreamExt::map(events, Ok)))
+        )
+    }
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let filter = req.into_inner().filter;
+        rpc!(
+            "StreamPodSandboxes",
+            DEBUG,
+            self.0
+                .list_pod_sandbox(ListPodSandboxRequest { filter })
+                .map(|r| pages(r.items, |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes }))
+        )
+    }
+
+    async fn stream_containers(
+        &self,
+        req: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let filter = req.into_inner().filter;
+        rpc!(
+            "StreamContainers",
+            DEBUG,
+            self.0
+                .list_containers(ListContainersRequest { filter })
+                .map(|r| pages(r.containers, |containers| StreamContainersResponse { containers }))
+        )
+    }
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let filter = req.into_inner().filter;
+        rpc!(
+            "StreamContainerStats",
+            DEBUG,
+            self.0
+                .list_container_stats(ListContainerStatsRequest { filter })
+                .await
+                .map(|r| pages(r.stats, |container_stats| StreamContainerStatsResponse {
+                    container_stats
+                }))
+        )
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let filter = req.into_inner().filter;
+        rpc!(
+            "StreamPodSandboxStats",
+            DEBUG,
+            self.0
+                .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter })
+                .await
+                .map(|r| pages(r.stats, |pod_sandbox_stats| StreamPodSandboxStatsResponse {
+                    pod_sandbox_stats
+                }))
+        )
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        rpc!(
+            "StreamPodSandboxMetrics",
+            DEBUG,
+            self.0
+                .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+                .await
+                .map(
+                    |r| pages(r.pod_metrics, |pod_sandbox_metrics| StreamPodSandboxMetricsResponse {
+                        pod_sandbox_metrics
+                    })
+                )
+        )
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        rpc!(
+            "UpdatePodSandboxResources",
+            INFO,
+            self.0.update_pod_sandbox_resources(req.into_inner()).await
         )
     }
 

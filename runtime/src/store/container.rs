@@ -54,6 +54,10 @@ pub struct Container {
     /// The user the process runs as, as resolved at creation (reported in ContainerStatus).
     #[serde(default)]
     pub user: Option<User>,
+    /// The signal StopContainer sends first, as resolved at creation (config, image, SIGTERM).
+    /// None in records from before berth resolved it: the image's is read at stop time.
+    #[serde(default)]
+    pub stop_signal: Option<u32>,
 }
 
 impl Container {
@@ -79,6 +83,7 @@ impl Container {
             shim_address: String::new(),
             snapshot: id.to_string(),
             user: None,
+            stop_signal: None,
         }
     }
 

@@ -20,6 +20,9 @@ use cgroups_rs::fs::{Cgroup, Controller, Hierarchy};
 
 use crate::error::{Error, Result};
 
+pub mod pod;
+pub mod pressure;
+
 /// The unit-name prefix of container scopes under the systemd driver (containerd's is
 /// `cri-containerd`, CRI-O's `crio`).
 pub const SCOPE_PREFIX: &str = "berth";
@@ -151,7 +154,7 @@ pub fn thaw(dir: &str) {
 }
 
 /// One reading of a container cgroup's counters. `None`: the kernel does not account it here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
     /// Cumulative CPU time, nanoseconds.
     pub cpu_ns: Option<u64>,
@@ -164,6 +167,8 @@ pub struct Usage {
     pub major_page_faults: Option<u64>,
     pub swap: Option<u64>,
     pub pids: Option<u64>,
+    /// CPU, memory and IO pressure (cgroup v2 only).
+    pub pressure: pressure::Pressures,
 }
 
 impl Usage {
@@ -190,6 +195,7 @@ pub fn usage(dir: &str) -> Option<Usage> {
 
 fn usage_in(hier: Box<dyn Hierarchy>, dir: &str) -> Option<Usage> {
     let v2 = hier.v2();
+    let root = hier.root();
     let cg = load(hier, dir);
     if !cg.exists() {
         return None;
@@ -239,7 +245,36 @@ fn usage_in(hier: Box<dyn Hierarchy>, dir: &str) -> Option<Usage> {
         .controller_of::<PidController>()
         .filter(|p| p.exists())
         .and_then(|p| p.get_pid_current().ok());
+    if v2 {
+        u.pressure = pressure::read(&root.join(dir.trim_start_matches('/')));
+    }
     Some(u)
+}
+
+/// The pressure of the cgroup at `dir` (relative to the hierarchy root); nothing on cgroup v1.
+pub fn pressures(dir: &str) -> pressure::Pressures {
+    let hier = hierarchies::auto();
+    if !hier.v2() {
+        return pressure::Pressures::default();
+    }
+    pressure::read(&hier.root().join(dir.trim_start_matches('/')))
+}
+
+/// The cgroup directory (relative to the hierarchy roots) of a pod whose config names `parent` as
+/// its cgroup parent: the directory itself (cgroupfs) or the slice's (systemd). None when it names
+/// none: such pods share berth's default parent, which is no one pod's.
+pub fn pod_dir(driver: CgroupDriver, parent: &str) -> Option<String> {
+    let parent = parent.trim_end_matches('/');
+    if parent.is_empty() {
+        return None;
+    }
+    match driver {
+        CgroupDriver::Cgroupfs => Some(parent.trim_start_matches('/').to_string()),
+        CgroupDriver::Systemd => {
+            let slice = parent.rsplit('/').next()?;
+            cgroups_rs::systemd::utils::expand_slice(slice).ok()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -312,7 +347,13 @@ mod tests {
         );
         w("pids.current", "4\n");
         w("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        w(
+            "io.pressure",
+            "some avg10=2.00 avg60=1.00 avg300=0.50 total=40\nfull avg10=1.00 avg60=0.50 avg300=0.25 total=20\n",
+        );
         let u = usage_in(hier(), "/kubepods/pod1/c1").unwrap();
+        assert_eq!(u.pressure.io.unwrap().full.unwrap().total_ns, 20_000);
+        assert_eq!(u.pressure.cpu, None);
         assert_eq!(u.cpu_ns, Some(1_500_000));
         assert_eq!(u.working_set(), Some(10485760 - 2097152));
         assert_eq!(
@@ -330,6 +371,25 @@ mod tests {
         assert_eq!(oom_kills_in(hier(), "kubepods/pod1/c1"), 1);
         assert!(usage_in(hier(), "kubepods/pod1/gone").is_none());
         assert_eq!(oom_kills_in(hier(), "kubepods/pod1/gone"), 0);
+    }
+
+    #[test]
+    fn pod_dirs() {
+        let fs = CgroupDriver::Cgroupfs;
+        assert_eq!(
+            pod_dir(fs, "/kubepods/burstable/pod12/").as_deref(),
+            Some("kubepods/burstable/pod12")
+        );
+        assert_eq!(pod_dir(fs, ""), None, "the shared default parent is no pod's");
+        assert_eq!(
+            pod_dir(
+                CgroupDriver::Systemd,
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3.slice"
+            )
+            .as_deref(),
+            Some("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3.slice")
+        );
+        assert_eq!(pod_dir(CgroupDriver::Systemd, ""), None);
     }
 
     #[test]

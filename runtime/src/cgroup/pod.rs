@@ -1,0 +1,77 @@
+//! The pod's own cgroup (its `cgroup_parent`), resized in place: UpdatePodSandboxResources writes the
+//! pod's new totals there. kubelet owns that cgroup and writes it too (before it calls the CRI when a
+//! pod grows, after when it shrinks), so berth's write is best effort: it writes only what the
+//! request names, and a value the kernel refuses is reported back, not retried.
+
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::cpuset::CpuSetController;
+use cgroups_rs::fs::hierarchies;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::{Cgroup, Hierarchy};
+
+/// What a pod's cgroup is limited to. `None`: not named, left as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// cgroup v1 `cpu.shares` (2-262144); written as `cpu.weight` on v2.
+    pub cpu_shares: Option<u64>,
+    /// CFS quota and period, microseconds.
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    pub memory_bytes: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+}
+
+/// cgroup v2's `cpu.weight` (1-10000) for v1 shares (2-262144), as runc and kubelet convert it.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Writes `limits` to the cgroup at `dir` (relative to the hierarchy roots). Returns what could not
+/// be written, one line each; a cgroup that does not exist (yet) is one such line.
+pub fn apply(dir: &str, limits: &Limits) -> Vec<String> {
+    apply_in(hierarchies::auto(), dir, limits)
+}
+
+pub(crate) fn apply_in(hier: Box<dyn Hierarchy>, dir: &str, limits: &Limits) -> Vec<String> {
+    let v2 = hier.v2();
+    let cg = Cgroup::load(hier, std::path::Path::new(dir.trim_start_matches('/')));
+    let mut failed = Vec::new();
+    if !cg.exists() {
+        failed.push(format!("pod cgroup {dir} does not exist"));
+        return failed;
+    }
+    let mut check = |what: &str, r: cgroups_rs::fs::error::Result<()>| {
+        if let Err(e) = r {
+            failed.push(format!("{what}: {e}"));
+        }
+    };
+    if let Some(cpu) = cg.controller_of::<CpuController>() {
+        if let Some(s) = limits.cpu_shares {
+            let value = if v2 { shares_to_weight(s) } else { s };
+            check("cpu shares", cpu.set_shares(value));
+        }
+        if limits.cpu_quota.is_some() || limits.cpu_period.is_some() {
+            check(
+                "cpu quota",
+                cpu.set_cfs_quota_and_period(limits.cpu_quota, limits.cpu_period),
+            );
+        }
+    }
+    if let (Some(m), Some(mem)) = (limits.memory_bytes, cg.controller_of::<MemController>()) {
+        check("memory limit", mem.set_limit(m));
+    }
+    if let Some(cs) = cg.controller_of::<CpuSetController>() {
+        if let Some(c) = &limits.cpuset_cpus {
+            check("cpuset cpus", cs.set_cpus(c));
+        }
+        if let Some(m) = &limits.cpuset_mems {
+            check("cpuset mems", cs.set_mems(m));
+        }
+    }
+    failed
+}
