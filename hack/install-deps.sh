@@ -13,7 +13,7 @@ PKGS=(
   containernetworking-plugins      # CNI plugins in /usr/lib/cni
   docker-registry                  # distribution v2 registry for tests
   busybox                          # applets for test images (dynamic, with libc)
-  protobuf-compiler                # k8s-cri's build script needs protoc
+  protobuf-compiler                # proto/build.rs compiles the CRI's api.proto with protoc
   iptables iproute2 zstd           # host ports, debugging, zstd layers
   containerd                       # peer runtime for hack/bench
   pkg-config ca-certificates curl python3 python3-venv util-linux

@@ -590,7 +590,7 @@ class Manifest:
     """A single-platform image: config + layer blobs + manifest bytes."""
 
     def __init__(self, comp, layers, flavor="oci", codec="gzip", arch="amd64", variant=None,
-                 user=None, cmd=("sh",), label="busybox", gzip_level=None):
+                 user=None, cmd=("sh",), label="busybox", gzip_level=None, stop_signal=None):
         self.layers_src = layers
         self.flavor, self.codec = flavor, codec
         self.arch, self.variant, self.user = arch, variant, user
@@ -606,6 +606,8 @@ class Manifest:
              "Labels": {"org.berth.test": label}}
         if user is not None:
             c["User"] = user
+        if stop_signal is not None:
+            c["StopSignal"] = stop_signal
         cfg["config"] = c
         cfg["rootfs"] = {"type": "layers", "diff_ids": self.diff_ids}
         cfg["history"] = [{"created": CREATED, "created_by": f"berth hack/test-images.py: {lay.comment}"}
@@ -829,6 +831,9 @@ def build_all(comp, registry):
 
     add("nonroot", "latest", Manifest(comp, busybox, user="1000:1000", label="nonroot"),
         dict(BUSYBOX_EXPECT, uid=1000, gid=1000, etc_group_gids=[29, 100]))
+    # An image whose config names a stop signal (Dockerfile STOPSIGNAL), for StopContainer.
+    add("stopsignal", "latest", Manifest(comp, busybox, label="stopsignal", stop_signal="SIGUSR2"),
+        BUSYBOX_EXPECT)
     add("nonroot-name", "latest", Manifest(comp, busybox, user="berth", label="nonroot-name"),
         dict(BUSYBOX_EXPECT, uid=1000, gid=1000, etc_group_gids=[29, 100]))
 

@@ -133,6 +133,16 @@ EOF
   ws_cg=$(cat "$dir/memory.current")
   check "$driver: stats: working set $ws is at most memory.current $ws_cg" test "${ws:-0}" -gt 0 -a "${ws:-0}" -le $((ws_cg + 1048576))
   check "$driver: stats: CPU time" test "$(grep -A1 '"usageCoreNanoSeconds"' <<<"$stats" | field "$(cat)" value)" -gt 0
+  # Pressure (PSI, CRI 1.36): cgroup v2's pressure files in container stats, and the pod cgroup's in
+  # pod stats (whose JSON also holds its container's three).
+  if [ -e "$dir/cpu.pressure" ]; then
+    check "$driver: stats: CPU, memory and IO pressure (PSI)" test "$(grep -c '"psi"' <<<"$stats")" -ge 3
+    local pstats
+    pstats=$(crictl statsp -o json "$pod" 2>&1)
+    check "$driver: pod stats: the pod cgroup's pressure (PSI)" test "$(grep -c '"psi"' <<<"$pstats")" -ge 6
+  else
+    fail "$driver: the guest kernel has no PSI ($dir/cpu.pressure missing)"
+  fi
 
   c2=$(crictl create "$pod" "$OUT/c2-$driver.json" "$OUT/pod-$driver.json") && crictl start "$c2" >/dev/null
   if wait_state "$c2" CONTAINER_EXITED 120; then

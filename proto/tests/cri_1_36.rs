@@ -69,7 +69,10 @@ fn stop_signals() {
 #[test]
 fn image_sub_path_and_image_ref() {
     let m = Mount::decode(&*W::default().bytes(1, b"/data").bytes(10, b"sub/dir").0).unwrap();
-    assert_eq!((m.container_path.as_str(), m.image_sub_path.as_str()), ("/data", "sub/dir"));
+    assert_eq!(
+        (m.container_path.as_str(), m.image_sub_path.as_str()),
+        ("/data", "sub/dir")
+    );
     let i = ImageSpec::decode(&*W::default().bytes(1, b"busybox").bytes(20, b"sha256:abc").0).unwrap();
     assert_eq!(i.image_ref, "sha256:abc");
 }
@@ -99,20 +102,31 @@ fn runtime_features() {
 fn update_pod_sandbox_resources() {
     let res = |mem: u64| W::default().uint(1, 100_000).uint(2, 50_000).uint(4, mem);
     let r = UpdatePodSandboxResourcesRequest::decode(
-        &*W::default().bytes(1, b"pod1").msg(2, res(1 << 20)).msg(3, res(64 << 20)).0,
+        &*W::default()
+            .bytes(1, b"pod1")
+            .msg(2, res(1 << 20))
+            .msg(3, res(64 << 20))
+            .0,
     )
     .unwrap();
     assert_eq!(r.pod_sandbox_id, "pod1");
     assert_eq!(r.overhead.unwrap().memory_limit_in_bytes, 1 << 20);
     let sum = r.resources.unwrap();
-    assert_eq!((sum.cpu_period, sum.cpu_quota, sum.memory_limit_in_bytes), (100_000, 50_000, 64 << 20));
+    assert_eq!(
+        (sum.cpu_period, sum.cpu_quota, sum.memory_limit_in_bytes),
+        (100_000, 50_000, 64 << 20)
+    );
 }
 
 #[test]
 fn list_streaming() {
     let filter = W::default().bytes(1, b"abc");
     assert_eq!(
-        StreamContainersRequest::decode(&*W::default().msg(1, filter).0).unwrap().filter.unwrap().id,
+        StreamContainersRequest::decode(&*W::default().msg(1, filter).0)
+            .unwrap()
+            .filter
+            .unwrap()
+            .id,
         "abc"
     );
     let item = W::default().bytes(1, b"c1");
@@ -120,11 +134,20 @@ fn list_streaming() {
     assert_eq!(r.containers[0].id, "c1");
     let item = W::default().bytes(1, b"p1");
     assert_eq!(
-        StreamPodSandboxesResponse::decode(&*W::default().msg(1, item).0).unwrap().pod_sandboxes[0].id,
+        StreamPodSandboxesResponse::decode(&*W::default().msg(1, item).0)
+            .unwrap()
+            .pod_sandboxes[0]
+            .id,
         "p1"
     );
     let item = W::default().bytes(1, b"sha256:1");
-    assert_eq!(StreamImagesResponse::decode(&*W::default().msg(1, item).0).unwrap().images[0].id, "sha256:1");
+    assert_eq!(
+        StreamImagesResponse::decode(&*W::default().msg(1, item).0)
+            .unwrap()
+            .images[0]
+            .id,
+        "sha256:1"
+    );
     let attrs = W::default().msg(1, W::default().bytes(1, b"c2"));
     let r = StreamContainerStatsResponse::decode(&*W::default().msg(1, attrs).0).unwrap();
     assert_eq!(r.container_stats[0].attributes.as_ref().unwrap().id, "c2");

@@ -177,14 +177,18 @@ fn embedded_cri_descriptor(binary: &[u8]) -> Option<prost_types::FileDescriptorP
     let package = b"\x12\x0aruntime.v1";
     let at = binary.windows(package.len()).position(|w| w == package)?;
     // Back up over `0x0a <len> <name>`: the name ends where the package begins.
-    let start = (2..128).map(|n| at - n).find(|&s| binary[s] == 0x0a && binary[s + 1] as usize == at - s - 2)?;
+    let start = (2..128)
+        .map(|n| at - n)
+        .find(|&s| binary[s] == 0x0a && binary[s + 1] as usize == at - s - 2)?;
     // The descriptor runs until the first byte that cannot continue a FileDescriptorProto: decode
     // ever longer prefixes field by field (a top-level field is at most a few hundred KiB).
     let mut end = start;
     let mut buf = &binary[start..];
     while !buf.is_empty() {
         let before = buf.len();
-        let Ok((tag, wire)) = prost::encoding::decode_key(&mut buf) else { break };
+        let Ok((tag, wire)) = prost::encoding::decode_key(&mut buf) else {
+            break;
+        };
         if !(1..=14).contains(&tag) {
             break;
         }
@@ -264,7 +268,11 @@ fn cri_protocol_is_kubernetes_1_36s() {
     let theirs = embedded_cri_descriptor(&std::fs::read(&crictl).unwrap())
         .expect("crictl-1.36.0 embeds the runtime.v1 descriptor");
     let set = prost_types::FileDescriptorSet::decode(berth_proto::cri::FILE_DESCRIPTOR_SET).unwrap();
-    let ours = set.file.iter().find(|f| f.package() == "runtime.v1").expect("runtime.v1 in berth's set");
+    let ours = set
+        .file
+        .iter()
+        .find(|f| f.package() == "runtime.v1")
+        .expect("runtime.v1 in berth's set");
     let (theirs, ours) = (wire_facts(&theirs), wire_facts(ours));
     assert!(theirs.len() > 800, "a whole CRI: {} facts", theirs.len());
     let missing: Vec<_> = theirs.difference(&ours).collect();

@@ -843,3 +843,269 @@ fn is_child_of_pod(pid: i32, state: &Path) -> bool {
         .flatten()
         .any(|p| std::fs::metadata(p.path().join("ns/pid")).is_ok_and(|m| m.ino() == ns.ino()))
 }
+
+/// A container's stop signal (Kubernetes' `lifecycle.stopSignal`, CRI 1.33+): the config's is sent
+/// by StopContainer over the image's StopSignal, the image's over SIGTERM, and ContainerStatus
+/// reports the one that will be sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_signal_from_config_then_image() {
+    use berth_proto::cri::Signal;
+    require_root!();
+    registry::require().await;
+    let s = setup("").await;
+    let stopsignal = registry::image("stopsignal:latest");
+    s.d.pull(&stopsignal).await;
+    let mut rt = s.d.runtime().await.unwrap();
+    // Each traps the signals it may get and says which arrived; none dies of SIGTERM's default.
+    let script = "for g in TERM USR1 USR2; do trap \"echo got-$g; exit 0\" $g; done; echo ready; \
+                  while :; do sleep 0.1; done";
+    let cases = [
+        ("config", &stopsignal, Signal::Sigusr1, Signal::Sigusr1, "got-USR1"),
+        (
+            "image",
+            &stopsignal,
+            Signal::RuntimeDefault,
+            Signal::Sigusr2,
+            "got-USR2",
+        ),
+        ("default", &s.image, Signal::RuntimeDefault, Signal::Sigterm, "got-TERM"),
+    ];
+    for (name, image, asked, sent, says) in cases {
+        let mut cfg = container(name, image, &["sh", "-c", script]);
+        cfg.stop_signal = asked as i32;
+        let id = s.create(cfg).await.unwrap();
+        rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        wait_for_log(&s.logs.join(format!("{name}.log")), 1).await;
+        assert_eq!(
+            s.status(&id).await.stop_signal(),
+            sent,
+            "{name}: the signal StopContainer will send"
+        );
+        rt.stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        })
+        .await
+        .unwrap();
+        let st = s.wait_state(&id, ContainerState::ContainerExited).await;
+        assert_eq!(
+            st.exit_code, 0,
+            "{name}: it exited from its trap, not by SIGKILL: {st:?}"
+        );
+        let log = wait_for_log(&s.logs.join(format!("{name}.log")), 2).await;
+        assert!(log.contains(says), "{name}: {log}");
+    }
+    let mut bad = container("bad", &s.image, &["true"]);
+    bad.stop_signal = 99;
+    let err = s.create(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_no_processes(&s.d.config.state).await;
+    remove_test_cgroups();
+}
+
+/// gRPC deadlines (kubelet gives every call one): an ExecSync or PullImage still going when the
+/// client's deadline passes answers DeadlineExceeded, in time, and the exec is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_answer_deadline_exceeded() {
+    require_root!();
+    registry::require().await;
+    let s = setup("").await;
+    let mut rt = s.d.runtime().await.unwrap();
+    let id = s.create(container("app", &s.image, &["sleep", "1000"])).await.unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let exec = |cmd: &[&str], deadline: Option<Duration>| {
+        let mut req = berth_proto::tonic::Request::new(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: cmd.iter().map(|c| c.to_string()).collect(),
+            timeout: 0,
+        });
+        if let Some(d) = deadline {
+            req.set_timeout(d);
+        }
+        req
+    };
+    let t0 = Instant::now();
+    let err = rt
+        .exec_sync(exec(&["sleep", "30"], Some(Duration::from_secs(2))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "answered in time: {:?}",
+        t0.elapsed()
+    );
+    let left = rt
+        .exec_sync(exec(&["sh", "-c", "ps -o args | grep -c '^sleep 30$'"], None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "0",
+        "the timed-out exec was killed"
+    );
+
+    // A registry that accepts and never answers: the pull cannot finish, the deadline ends the call.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hang.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hang.accept().await {
+            conns.push(c);
+        }
+    });
+    let mut images = s.d.images().await.unwrap();
+    let mut req = berth_proto::tonic::Request::new(berth_proto::cri::PullImageRequest {
+        image: Some(ImageSpec {
+            image: format!("{addr}/hangs/forever:1"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(1));
+    let t0 = Instant::now();
+    let err = images.pull_image(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "answered in time: {:?}",
+        t0.elapsed()
+    );
+    held.abort();
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_no_processes(&s.d.config.state).await;
+    remove_test_cgroups();
+}
+
+/// The Stream* RPCs (CRI list streaming, 1.36) give what their List* twins give; Status lists every
+/// configured runtime handler by name and the default once more under the empty name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_streams_and_handlers() {
+    use berth_proto::cri::*;
+    require_root!();
+    registry::require().await;
+    let s = setup("").await;
+    let mut rt = s.d.runtime().await.unwrap();
+    let mut images = s.d.images().await.unwrap();
+    let id = s.create(container("app", &s.image, &["sleep", "1000"])).await.unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+
+    async fn all<T>(mut s: berth_proto::tonic::Streaming<T>) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await.unwrap() {
+            out.push(m);
+        }
+        out
+    }
+    let pods = all(rt
+        .stream_pod_sandboxes(StreamPodSandboxesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    let pods: Vec<String> = pods.into_iter().flat_map(|p| p.pod_sandboxes).map(|p| p.id).collect();
+    assert_eq!(pods, vec![s.pod_id.clone()]);
+    let filter = ContainerFilter {
+        pod_sandbox_id: s.pod_id.clone(),
+        ..Default::default()
+    };
+    let cs = all(rt
+        .stream_containers(StreamContainersRequest {
+            filter: Some(filter.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    let listed = rt
+        .list_containers(ListContainersRequest { filter: Some(filter) })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(cs.into_iter().flat_map(|c| c.containers).collect::<Vec<_>>(), listed);
+    let stats = all(rt
+        .stream_container_stats(StreamContainerStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    let stats: Vec<_> = stats.into_iter().flat_map(|s| s.container_stats).collect();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].attributes.as_ref().unwrap().id, id);
+    let pod_stats = all(rt
+        .stream_pod_sandbox_stats(StreamPodSandboxStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    assert_eq!(pod_stats.iter().map(|p| p.pod_sandbox_stats.len()).sum::<usize>(), 1);
+    let metrics = all(rt
+        .stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    let metrics: Vec<_> = metrics.into_iter().flat_map(|m| m.pod_sandbox_metrics).collect();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(metrics[0].pod_sandbox_id, s.pod_id);
+    let imgs = all(images
+        .stream_images(StreamImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    let listed = images
+        .list_images(ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(imgs.into_iter().flat_map(|i| i.images).collect::<Vec<_>>(), listed);
+
+    let st = rt.status(StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let names: Vec<&str> = st.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
+    let mut want = vec![""];
+    want.extend(s.d.config.runtime.handlers.keys().map(String::as_str));
+    assert_eq!(names, want);
+    for h in &st.runtime_handlers {
+        let f = h.features.unwrap();
+        assert!(
+            !f.user_namespaces && !f.recursive_read_only_mounts,
+            "{h:?}: not made yet, not advertised"
+        );
+    }
+    let f = st.features.unwrap();
+    assert!(f.supplemental_groups_policy && !f.user_namespaces_host_network);
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: s.pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_no_processes(&s.d.config.state).await;
+    remove_test_cgroups();
+}

@@ -525,3 +525,137 @@ async fn concurrent_pulls_store_once() {
     assert_eq!(count_entries(&d.image_root().join("content/ingest")), 0);
     assert_eq!(count_entries(&d.image_root().join("overlay/tmp")), 0);
 }
+
+const CGROUP_PARENT: &str = "/berth-test-images";
+
+async fn image_fs_used(d: &Daemon) -> u64 {
+    let mut c = d.images().await.unwrap();
+    let fs = c.image_fs_info(ImageFsInfoRequest {}).await.unwrap().into_inner();
+    fs.image_filesystems[0].used_bytes.unwrap().value
+}
+
+/// Image identity as Kubernetes 1.36 states it: PullImage's image_ref is Image.id, and a
+/// container's image_id (ListContainers, ContainerStatus) is the same, whichever registry or tag it
+/// came by; removing the image by one name removes it under all; simultaneous removals all succeed;
+/// ImageFsInfo goes up on pull and down on removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_identity_across_apis_names_and_registries() {
+    use berth_proto::cri::*;
+    require_root!();
+    registry::require().await;
+    let d = Daemon::start().await.unwrap();
+    let empty = image_fs_used(&d).await;
+    let by_ip = registry::image("busybox:latest");
+    // The same registry under another name: a second registry, as far as references go.
+    let by_name = by_ip.replacen("127.0.0.1", "localhost", 1);
+    assert_ne!(by_ip, by_name, "the test registry is on 127.0.0.1: {by_ip}");
+    let id = pull(&d, &by_ip).await.unwrap();
+    assert_eq!(pull(&d, &by_name).await.unwrap(), id, "one image, whichever registry");
+    let pulled = image_fs_used(&d).await;
+    assert!(pulled > empty, "ImageFsInfo grows on pull: {empty} → {pulled}");
+    let img = status(&d, &by_name, false).await.image.unwrap();
+    assert_eq!(img.id, id);
+    let mut tags = img.repo_tags.clone();
+    tags.sort();
+    let mut want = vec![by_ip.clone(), by_name.clone()];
+    want.sort();
+    assert_eq!(tags, want);
+    assert_eq!(
+        list(&d).await.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![id.clone()]
+    );
+
+    // A container of it, by the other name: its image ID is the pull's image_ref everywhere.
+    let mut rt = d.runtime().await.unwrap();
+    let logs = d.dir.path().join("logs");
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "ids".into(),
+                    uid: "uid-ids".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                log_directory: logs.display().to_string(),
+                linux: Some(LinuxPodSandboxConfig {
+                    cgroup_parent: CGROUP_PARENT.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let c = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "c".into(),
+                    attempt: 0,
+                }),
+                image: spec(&by_name),
+                command: vec!["true".into()],
+                log_path: "c.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let st = rt
+        .container_status(ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        (st.image_id.as_str(), st.image_ref.as_str()),
+        (id.as_str(), id.as_str())
+    );
+    let listed = rt
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed[0].image_ref, id);
+    assert_eq!(listed[0].image_id, id);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+        .await
+        .unwrap();
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
+    }
+
+    // Removed by one name: gone under both, and its bytes with it.
+    remove(&d, &by_name).await;
+    for name in [&by_ip, &by_name, &id] {
+        assert!(status(&d, name, false).await.image.is_none(), "{name} gone");
+    }
+    assert!(list(&d).await.is_empty());
+    let removed = image_fs_used(&d).await;
+    assert!(removed < pulled, "ImageFsInfo shrinks on removal: {pulled} → {removed}");
+
+    // Simultaneous removals of one image: all succeed, and it is gone when they return.
+    pull(&d, &by_ip).await.unwrap();
+    let removals = (0..4).map(|_| async {
+        let mut c = d.images().await.unwrap();
+        c.remove_image(RemoveImageRequest { image: spec(&by_ip) }).await
+    });
+    for r in futures_util::future::join_all(removals).await {
+        r.unwrap();
+    }
+    assert!(status(&d, &by_ip, false).await.image.is_none());
+    assert!(list(&d).await.is_empty());
+}

@@ -7,9 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri::{
-    ContainerState, ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources, ListContainerStatsRequest,
-    ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxStatsFilter,
-    IoUsage, PodSandboxStatsRequest, PodSandboxStatusRequest, PsiStats, StopContainerRequest,
+    ContainerState, ContainerStatsFilter, ContainerStatsRequest, IoUsage, LinuxContainerResources,
+    ListContainerStatsRequest, ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest,
+    PodSandboxStatsFilter, PodSandboxStatsRequest, PodSandboxStatusRequest, PsiStats, StopContainerRequest,
     UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
 };
 use berth_proto::tonic::Code;
@@ -53,12 +53,23 @@ fn cpu_max(id: &str) -> (String, String) {
 /// PSI in a stats answer: present, with `some` readings, on cgroup v2; absent on v1.
 fn check_pressure(what: &str, cpu: Option<&PsiStats>, memory: Option<&PsiStats>, io: Option<&IoUsage>) {
     if unified() {
-        for (r, p) in [("cpu", cpu), ("memory", memory), ("io", io.and_then(|i| i.psi.as_ref()))] {
-            assert!(p.is_some_and(|p| p.some.is_some()), "{what} {r} pressure on cgroup v2: {p:?}");
+        for (r, p) in [
+            ("cpu", cpu),
+            ("memory", memory),
+            ("io", io.and_then(|i| i.psi.as_ref())),
+        ] {
+            assert!(
+                p.is_some_and(|p| p.some.is_some()),
+                "{what} {r} pressure on cgroup v2: {p:?}"
+            );
         }
         assert!(io.unwrap().timestamp > 0);
     } else {
-        assert_eq!((cpu, memory, io), (None, None, None), "{what}: no pressure on cgroup v1");
+        assert_eq!(
+            (cpu, memory, io),
+            (None, None, None),
+            "{what}: no pressure on cgroup v1"
+        );
     }
 }
 
@@ -88,7 +99,10 @@ fn pod_cg(controller: &str, v1: &str, v2: &str) -> String {
     } else {
         format!("/sys/fs/cgroup/{controller}/{rel}/{v1}")
     };
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")).trim().to_string()
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .trim()
+        .to_string()
 }
 
 /// In-place pod resize as kubelet 1.35+ sends it: UpdatePodSandboxResources with the containers'
@@ -144,11 +158,22 @@ async fn pod_resize_reaches_the_pod_cgroup() {
         .unwrap()
         .into_inner();
     let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
-    assert_eq!(info["config"]["linux"]["resources"]["memory_limit_in_bytes"], 32 << 20, "{info}");
+    assert_eq!(
+        info["config"]["linux"]["resources"]["memory_limit_in_bytes"],
+        32 << 20,
+        "{info}"
+    );
     assert_eq!(info["config"]["linux"]["overhead"]["cpu_shares"], 10);
     // The container's own limit is untouched (none): this call is about the pod.
-    let own = pod_cg("memory", &format!("{app}/memory.limit_in_bytes"), &format!("{app}/memory.max"));
-    assert!(own == "max" || own.parse::<u64>().is_ok_and(|v| v > 1 << 40), "container limit {own}");
+    let own = pod_cg(
+        "memory",
+        &format!("{app}/memory.limit_in_bytes"),
+        &format!("{app}/memory.max"),
+    );
+    assert!(
+        own == "max" || own.parse::<u64>().is_ok_and(|v| v > 1 << 40),
+        "container limit {own}"
+    );
 
     let mut bad = resize(-1, 0);
     let err = rt.update_pod_sandbox_resources(bad.clone()).await.unwrap_err();
@@ -294,7 +319,12 @@ async fn limits_update_and_stats() {
     assert!(mem.rss_bytes.is_some());
     assert!(s.writable_layer.unwrap().inodes_used.unwrap().value >= 2);
     // Pressure (PSI): the cgroup v2 pressure files' readings; on v1 there are none, and none is made up.
-    check_pressure("container", s.cpu.as_ref().unwrap().psi.as_ref(), mem.psi.as_ref(), s.io.as_ref());
+    check_pressure(
+        "container",
+        s.cpu.as_ref().unwrap().psi.as_ref(),
+        mem.psi.as_ref(),
+        s.io.as_ref(),
+    );
 
     // Listing with filters.
     let list = |filter: ContainerStatsFilter| {
@@ -357,7 +387,12 @@ async fn limits_update_and_stats() {
     })
     .await;
     let l = ps.linux.unwrap();
-    check_pressure("pod", l.cpu.as_ref().unwrap().psi.as_ref(), l.memory.as_ref().unwrap().psi.as_ref(), l.io.as_ref());
+    check_pressure(
+        "pod",
+        l.cpu.as_ref().unwrap().psi.as_ref(),
+        l.memory.as_ref().unwrap().psi.as_ref(),
+        l.io.as_ref(),
+    );
     assert_eq!(l.containers.len(), 2);
     assert!(l.process.unwrap().process_count.unwrap().value >= 2);
     assert!(l.memory.unwrap().working_set_bytes.unwrap().value >= 32 << 20);

@@ -277,15 +277,22 @@ pub fn pod_dir(driver: CgroupDriver, parent: &str) -> Option<String> {
     }
 }
 
+/// Test helpers: a cgroup v2 hierarchy made of plain files in a directory.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    use cgroups_rs::fs::cpu::CpuController;
+    use cgroups_rs::fs::cpuset::CpuSetController;
+    use cgroups_rs::fs::freezer::FreezerController;
+    use cgroups_rs::fs::memory::MemController;
+    use cgroups_rs::fs::pid::PidController;
+    use cgroups_rs::fs::{Cgroup, Hierarchy};
 
     /// A cgroup v2 hierarchy rooted somewhere else than /sys/fs/cgroup (tests: a directory of files).
     #[derive(Debug)]
-    struct RootedV2 {
-        root: PathBuf,
+    pub(crate) struct RootedV2 {
+        pub(crate) root: PathBuf,
     }
 
     impl Hierarchy for RootedV2 {
@@ -297,6 +304,7 @@ mod tests {
                 Subsystem::Mem(MemController::new(r(), PathBuf::new(), true)),
                 Subsystem::Pid(PidController::new(r(), PathBuf::new(), true)),
                 Subsystem::Freezer(FreezerController::new(r(), PathBuf::new(), true)),
+                Subsystem::CpuSet(CpuSetController::new(r(), PathBuf::new(), true)),
             ]
         }
         fn root(&self) -> PathBuf {
@@ -323,6 +331,12 @@ mod tests {
             true
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testing::RootedV2;
 
     #[test]
     fn v2_files() {

@@ -75,3 +75,65 @@ pub(crate) fn apply_in(hier: Box<dyn Hierarchy>, dir: &str, limits: &Limits) -> 
     }
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::testing::RootedV2;
+
+    #[test]
+    fn weights_from_shares() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(522), 20);
+    }
+
+    #[test]
+    fn writes_v2_files() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("kubepods/pod1");
+        std::fs::create_dir_all(&d).unwrap();
+        for (f, v) in [
+            ("cpu.weight", "100"),
+            ("cpu.max", "max 100000"),
+            ("memory.max", "max"),
+            ("cpuset.cpus", ""),
+            ("cpuset.mems", ""),
+        ] {
+            std::fs::write(d.join(f), v).unwrap();
+        }
+        let hier = || {
+            Box::new(RootedV2 {
+                root: root.path().into(),
+            }) as Box<dyn Hierarchy>
+        };
+        let limits = Limits {
+            cpu_shares: Some(522),
+            cpu_quota: Some(70_000),
+            cpu_period: Some(100_000),
+            memory_bytes: Some(65 << 20),
+            cpuset_cpus: Some("0".into()),
+            cpuset_mems: None,
+        };
+        assert_eq!(apply_in(hier(), "/kubepods/pod1", &limits), Vec::<String>::new());
+        let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(read("cpu.weight"), "20");
+        assert_eq!(read("cpu.max"), "70000 100000");
+        assert_eq!(read("memory.max"), (65u64 << 20).to_string());
+        assert_eq!(read("cpuset.cpus"), "0");
+        assert_eq!(read("cpuset.mems"), "", "not named, not written");
+        // Only what is named is written; a missing cgroup is reported, not created.
+        std::fs::write(d.join("memory.max"), "max").unwrap();
+        let only_cpu = Limits {
+            cpu_quota: Some(-1),
+            ..Default::default()
+        };
+        assert!(apply_in(hier(), "kubepods/pod1", &only_cpu).is_empty());
+        assert_eq!(read("cpu.max"), "max 100000");
+        assert_eq!(read("memory.max"), "max");
+        let failed = apply_in(hier(), "kubepods/gone", &limits);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(!root.path().join("kubepods/gone").exists());
+    }
+}

@@ -39,7 +39,7 @@ impl Cri {
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let res = this.exec_in(&shim, &c.bundle, &c.id, &exec_id, &dir, &req, limit).await;
+            let res = this.exec_in(&shim, &c, &exec_id, &dir, &req, limit).await;
             let _ = shim.delete_exec(&c.id, &exec_id).await;
             let _ = std::fs::remove_dir_all(&dir);
             res
@@ -51,15 +51,15 @@ impl Cri {
     async fn exec_in(
         &self,
         shim: &crate::shims::Shim,
-        bundle: &std::path::Path,
-        id: &str,
+        c: &crate::store::container::Container,
         exec_id: &str,
         dir: &std::path::Path,
         req: &ExecSyncRequest,
         limit: Option<Duration>,
     ) -> Result<ExecSyncResponse> {
+        let id = c.id.as_str();
         // The exec runs as the container's process does: same user, env, cwd and capabilities.
-        let spec = crate::oci::load_bundle_spec(bundle)?;
+        let spec = crate::oci::load_bundle_spec(&c.bundle)?;
         let process = crate::oci::exec_process(&spec, &req.cmd, false)?;
         let (out, err) = (dir.join("stdout"), dir.join("stderr"));
         for f in [&out, &err] {

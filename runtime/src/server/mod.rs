@@ -158,16 +158,27 @@ mod tests {
         assert_eq!(super::parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
         assert_eq!(super::parse_grpc_timeout("1500m"), Some(Duration::from_millis(1500)));
         assert_eq!(super::parse_grpc_timeout("3H"), Some(Duration::from_secs(3 * 3600)));
-        assert_eq!(super::parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            super::parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         for bad in ["", "S", "123456789S", "12x", "-1S", "1.5S"] {
             assert_eq!(super::parse_grpc_timeout(bad), None, "{bad:?}");
         }
         let mut req = berth_proto::tonic::Request::new(());
         assert_eq!(super::deadline(&req), None);
         req.set_timeout(Duration::from_secs(2));
-        assert_eq!(super::deadline(&req), Some(Duration::from_millis(1900)), "a tenth kept back");
+        assert_eq!(
+            super::deadline(&req),
+            Some(Duration::from_millis(1900)),
+            "a tenth kept back"
+        );
         req.set_timeout(Duration::from_secs(60));
-        assert_eq!(super::deadline(&req), Some(Duration::from_millis(59_900)), "at most 100 ms kept back");
+        assert_eq!(
+            super::deadline(&req),
+            Some(Duration::from_millis(59_900)),
+            "at most 100 ms kept back"
+        );
     }
 
     #[tokio::test]
