@@ -133,6 +133,36 @@ impl Setup {
             .unwrap()
     }
 
+    /// Creates and starts a container; its ID.
+    async fn run(&self, cfg: ContainerConfig) -> String {
+        let id = self.create(cfg).await.unwrap();
+        self.d
+            .runtime()
+            .await
+            .unwrap()
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Removes the pod and its containers, waits for their processes to end, removes the cgroups.
+    async fn finish(self) {
+        self.d
+            .runtime()
+            .await
+            .unwrap()
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+            })
+            .await
+            .unwrap();
+        wait_no_processes(&self.d.config.state).await;
+        remove_test_cgroups();
+    }
+
     async fn wait_state(&self, id: &str, state: ContainerState) -> berth_proto::cri::ContainerStatus {
         let t0 = Instant::now();
         loop {
@@ -873,12 +903,7 @@ async fn stop_signal_from_config_then_image() {
     for (name, image, asked, sent, says) in cases {
         let mut cfg = container(name, image, &["sh", "-c", script]);
         cfg.stop_signal = asked as i32;
-        let id = s.create(cfg).await.unwrap();
-        rt.start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        let id = s.run(cfg).await;
         wait_for_log(&s.logs.join(format!("{name}.log")), 1).await;
         assert_eq!(
             s.status(&id).await.stop_signal(),
@@ -903,13 +928,7 @@ async fn stop_signal_from_config_then_image() {
     bad.stop_signal = 99;
     let err = s.create(bad).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: s.pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_no_processes(&s.d.config.state).await;
-    remove_test_cgroups();
+    s.finish().await;
 }
 
 /// gRPC deadlines (kubelet gives every call one): an ExecSync or PullImage still going when the
@@ -920,12 +939,7 @@ async fn deadlines_answer_deadline_exceeded() {
     registry::require().await;
     let s = setup("").await;
     let mut rt = s.d.runtime().await.unwrap();
-    let id = s.create(container("app", &s.image, &["sleep", "1000"])).await.unwrap();
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let id = s.run(container("app", &s.image, &["sleep", "1000"])).await;
     let exec = |cmd: &[&str], deadline: Option<Duration>| {
         let mut req = berth_proto::tonic::Request::new(ExecSyncRequest {
             container_id: id.clone(),
@@ -987,13 +1001,7 @@ async fn deadlines_answer_deadline_exceeded() {
     );
     held.abort();
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: s.pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_no_processes(&s.d.config.state).await;
-    remove_test_cgroups();
+    s.finish().await;
 }
 
 /// The Stream* RPCs (CRI list streaming, 1.36) give what their List* twins give; Status lists every
@@ -1006,12 +1014,7 @@ async fn list_streams_and_handlers() {
     let s = setup("").await;
     let mut rt = s.d.runtime().await.unwrap();
     let mut images = s.d.images().await.unwrap();
-    let id = s.create(container("app", &s.image, &["sleep", "1000"])).await.unwrap();
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let id = s.run(container("app", &s.image, &["sleep", "1000"])).await;
 
     async fn all<T>(mut s: berth_proto::tonic::Streaming<T>) -> Vec<T> {
         let mut out = Vec::new();
@@ -1101,11 +1104,5 @@ async fn list_streams_and_handlers() {
     let f = st.features.unwrap();
     assert!(f.supplemental_groups_policy && !f.user_namespaces_host_network);
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: s.pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_no_processes(&s.d.config.state).await;
-    remove_test_cgroups();
+    s.finish().await;
 }

@@ -1,6 +1,8 @@
 //! End-to-end image tests: a real berthd (in-process) pulling from the local registry into real
 //! overlayfs layers, as root. Setup: `hack/registry.sh start && hack/test-images.py`.
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -570,20 +572,7 @@ async fn image_identity_across_apis_names_and_registries() {
     let logs = d.dir.path().join("logs");
     let pod = rt
         .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: "ids".into(),
-                    uid: "uid-ids".into(),
-                    namespace: "default".into(),
-                    attempt: 0,
-                }),
-                log_directory: logs.display().to_string(),
-                linux: Some(LinuxPodSandboxConfig {
-                    cgroup_parent: CGROUP_PARENT.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            config: Some(support::pod_config("ids", CGROUP_PARENT, &logs)),
             runtime_handler: String::new(),
         })
         .await
@@ -593,16 +582,7 @@ async fn image_identity_across_apis_names_and_registries() {
     let c = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "c".into(),
-                    attempt: 0,
-                }),
-                image: spec(&by_name),
-                command: vec!["true".into()],
-                log_path: "c.log".into(),
-                ..Default::default()
-            }),
+            config: Some(support::container("c", &by_name, "true")),
             sandbox_config: None,
         })
         .await
@@ -634,9 +614,7 @@ async fn image_identity_across_apis_names_and_registries() {
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
         .await
         .unwrap();
-    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
-    }
+    support::remove_cgroup(CGROUP_PARENT);
 
     // Removed by one name: gone under both, and its bytes with it.
     remove(&d, &by_name).await;

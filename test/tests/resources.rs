@@ -18,10 +18,10 @@ use support::{Pod, container};
 
 const CGROUP_PARENT: &str = "/berth-test-secctx-res";
 
-/// A cgroup control file of container `id`: the v1 file in `controller`'s hierarchy, or the v2 one.
-fn cg(id: &str, controller: &str, v1: &str, v2: &str) -> String {
-    let rel = format!("{}/{id}", CGROUP_PARENT.trim_start_matches('/'));
-    let p = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+/// A cgroup control file under `parent`: `rel/v1` in `controller`'s hierarchy (v1), or `rel/v2`.
+fn cg_file(parent: &str, rel: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let rel = format!("{}/{rel}", parent.trim_start_matches('/'));
+    let p = if unified() {
         format!("/sys/fs/cgroup/{rel}/{v2}")
     } else {
         format!("/sys/fs/cgroup/{controller}/{rel}/{v1}")
@@ -30,6 +30,11 @@ fn cg(id: &str, controller: &str, v1: &str, v2: &str) -> String {
         .unwrap_or_else(|e| panic!("{p}: {e}"))
         .trim()
         .to_string()
+}
+
+/// A cgroup control file of container `id` (under this suite's parent).
+fn cg(id: &str, controller: &str, v1: &str, v2: &str) -> String {
+    cg_file(CGROUP_PARENT, id, controller, v1, v2)
 }
 
 fn unified() -> bool {
@@ -91,18 +96,9 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 const RESIZE_PARENT: &str = "/berth-test-pod-resize";
 
-/// A control file of the pod cgroup RESIZE_PARENT: the v1 one in `controller`'s hierarchy, or v2's.
-fn pod_cg(controller: &str, v1: &str, v2: &str) -> String {
-    let rel = RESIZE_PARENT.trim_start_matches('/');
-    let p = if unified() {
-        format!("/sys/fs/cgroup/{rel}/{v2}")
-    } else {
-        format!("/sys/fs/cgroup/{controller}/{rel}/{v1}")
-    };
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{p}: {e}"))
-        .trim()
-        .to_string()
+/// A control file of the pod cgroup RESIZE_PARENT (`rel` below it; "." for the pod's own).
+fn pod_cg(rel: &str, controller: &str, v1: &str, v2: &str) -> String {
+    cg_file(RESIZE_PARENT, rel, controller, v1, v2)
 }
 
 /// In-place pod resize as kubelet 1.35+ sends it: UpdatePodSandboxResources with the containers'
@@ -134,16 +130,16 @@ async fn pod_resize_reaches_the_pod_cgroup() {
         }),
     };
     rt.update_pod_sandbox_resources(resize(64 << 20, 50_000)).await.unwrap();
-    let memory = || pod_cg("memory", "memory.limit_in_bytes", "memory.max");
+    let memory = || pod_cg(".", "memory", "memory.limit_in_bytes", "memory.max");
     assert_eq!(memory(), (65u64 << 20).to_string(), "the sum plus the overhead");
     if unified() {
-        assert_eq!(pod_cg("", "", "cpu.max"), "50000 100000");
+        assert_eq!(pod_cg(".", "", "", "cpu.max"), "50000 100000");
         // 522 shares as a v2 weight.
-        assert_eq!(pod_cg("", "", "cpu.weight"), "20");
+        assert_eq!(pod_cg(".", "", "", "cpu.weight"), "20");
     } else {
-        assert_eq!(pod_cg("cpu", "cpu.cfs_quota_us", ""), "50000");
-        assert_eq!(pod_cg("cpu", "cpu.cfs_period_us", ""), "100000");
-        assert_eq!(pod_cg("cpu", "cpu.shares", ""), "522");
+        assert_eq!(pod_cg(".", "cpu", "cpu.cfs_quota_us", ""), "50000");
+        assert_eq!(pod_cg(".", "cpu", "cpu.cfs_period_us", ""), "100000");
+        assert_eq!(pod_cg(".", "cpu", "cpu.shares", ""), "522");
     }
     // Shrunk again (kubelet resizes containers first, then the pod): the cgroup follows.
     rt.update_pod_sandbox_resources(resize(32 << 20, 20_000)).await.unwrap();
@@ -165,11 +161,7 @@ async fn pod_resize_reaches_the_pod_cgroup() {
     );
     assert_eq!(info["config"]["linux"]["overhead"]["cpu_shares"], 10);
     // The container's own limit is untouched (none): this call is about the pod.
-    let own = pod_cg(
-        "memory",
-        &format!("{app}/memory.limit_in_bytes"),
-        &format!("{app}/memory.max"),
-    );
+    let own = pod_cg(&app, "memory", "memory.limit_in_bytes", "memory.max");
     assert!(
         own == "max" || own.parse::<u64>().is_ok_and(|v| v > 1 << 40),
         "container limit {own}"

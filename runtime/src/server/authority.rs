@@ -8,6 +8,11 @@
 //! header block the client sends (HPACK, with the client's dynamic table), replaces an authority
 //! h2 would refuse with `localhost`, and encodes the block again for h2 (with a table of its own).
 //! Every other frame passes through untouched as it arrives; the write side is the socket itself.
+//!
+//! It also renames the client's `grpc-timeout` to [`DEADLINE_HEADER`]: tonic's server would otherwise
+//! cut a call off at the deadline with CANCELLED, while gRPC (and critest) expect DEADLINE_EXCEEDED;
+//! berth enforces deadlines itself (`super::Deadlines`), with the right code, and lets ExecSync and
+//! PullImage clean up first.
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +20,9 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Where a client's `grpc-timeout` goes (see the module's documentation).
+pub const DEADLINE_HEADER: &str = "berth-grpc-timeout";
 
 /// What an unusable `:authority` becomes.
 const REPLACEMENT: &[u8] = b"localhost";
@@ -232,6 +240,8 @@ impl Rewriter {
             if name == b":authority" && !acceptable_authority(value) {
                 tracing::trace!(authority = %String::from_utf8_lossy(value), "replacing an :authority h2 refuses");
                 *value = REPLACEMENT.to_vec();
+            } else if name == b"grpc-timeout" {
+                *name = DEADLINE_HEADER.as_bytes().to_vec();
             }
         }
         let encoded = self.encoder.encode(fields.iter().map(|(n, v)| (&n[..], &v[..])));
@@ -355,6 +365,24 @@ mod tests {
                 fields.into_iter().find(|(n, _)| n == b":authority").map(|(_, v)| v)
             })
             .collect()
+    }
+
+    #[test]
+    fn grpc_timeout_is_renamed_for_berth_to_enforce() {
+        let mut fields = request(Some(b"localhost"));
+        fields.push((b"grpc-timeout".to_vec(), b"1500m".to_vec()));
+        let block = loona_hpack::Encoder::new().encode(fields.iter().map(|(n, v)| (&n[..], &v[..])));
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block));
+        let out = run(&input, 7);
+        let f = frames(&out).into_iter().find(|f| f.0 == TYPE_HEADERS).unwrap();
+        let seen = loona_hpack::Decoder::new().decode(&f.3).unwrap();
+        assert!(seen.iter().all(|(n, _)| n != b"grpc-timeout"), "{seen:?}");
+        assert!(
+            seen.iter()
+                .any(|(n, v)| n == DEADLINE_HEADER.as_bytes() && v == b"1500m"),
+            "{seen:?}"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .layer(DeadlinesLayer)
         .add_service(
             RuntimeServiceServer::new(runtime::RuntimeAdapter(cri.clone())).max_decoding_message_size(16 << 20),
         )
@@ -103,13 +104,66 @@ macro_rules! rpc {
 }
 pub(crate) use rpc;
 
-/// How long the client gave a call (its `grpc-timeout`), less a margin in which berth ends the
-/// work itself (kills a timed-out exec, answers DeadlineExceeded) before tonic's own timer cancels the
-/// call with a bare CANCELLED. None: no deadline.
+/// How long the client gave a call (its `grpc-timeout`, as the socket's front renames it), less a
+/// margin in which berth ends the work itself (kills a timed-out exec, answers DeadlineExceeded)
+/// before [`Deadlines`] ends the call. None: no deadline.
 pub(crate) fn deadline<T>(req: &tonic::Request<T>) -> Option<std::time::Duration> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let m = req.metadata();
+    let v = m
+        .get(authority::DEADLINE_HEADER)
+        .or_else(|| m.get("grpc-timeout"))?
+        .to_str()
+        .ok()?;
     let given = parse_grpc_timeout(v)?;
     Some(given.saturating_sub((given / 10).min(std::time::Duration::from_millis(100))))
+}
+
+/// Ends every call still unanswered when its client's deadline passes with DEADLINE_EXCEEDED, as a
+/// gRPC server must (tonic's own timer, which never sees the renamed header, would say CANCELLED).
+/// A streaming answer's stream is not cut: the deadline is for its first answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Deadlines<S>(S);
+
+#[derive(Debug, Clone)]
+pub(crate) struct DeadlinesLayer;
+
+impl<S> tower::Layer<S> for DeadlinesLayer {
+    type Service = Deadlines<S>;
+    fn layer(&self, inner: S) -> Deadlines<S> {
+        Deadlines(inner)
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Deadlines<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let limit = req
+            .headers()
+            .get(authority::DEADLINE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let answer = self.0.call(req);
+        Box::pin(async move {
+            let Some(limit) = limit else { return answer.await };
+            match tokio::time::timeout(limit, answer).await {
+                Ok(r) => r,
+                Err(_) => Ok(
+                    tonic::Status::deadline_exceeded(format!("the client's deadline ({limit:?}) passed")).into_http(),
+                ),
+            }
+        })
+    }
 }
 
 /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), as the gRPC HTTP/2 spec has it.
