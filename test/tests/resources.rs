@@ -134,8 +134,8 @@ async fn pod_resize_reaches_the_pod_cgroup() {
     assert_eq!(memory(), (65u64 << 20).to_string(), "the sum plus the overhead");
     if unified() {
         assert_eq!(pod_cg(".", "", "", "cpu.max"), "50000 100000");
-        // 522 shares as a v2 weight.
-        assert_eq!(pod_cg(".", "", "", "cpu.weight"), "20");
+        // 522 shares as a v2 weight (kubelet's formula).
+        assert_eq!(pod_cg(".", "", "", "cpu.weight"), "60");
     } else {
         assert_eq!(pod_cg(".", "cpu", "cpu.cfs_quota_us", ""), "50000");
         assert_eq!(pod_cg(".", "cpu", "cpu.cfs_period_us", ""), "100000");

@@ -22,13 +22,21 @@ pub struct Limits {
     pub cpuset_mems: Option<String>,
 }
 
-/// cgroup v2's `cpu.weight` (1-10000) for v1 shares (2-262144), as runc and kubelet convert it.
+/// cgroup v2's `cpu.weight` (1-10000) for v1 shares (2-262144), by the formula kubelet (1.36) and runc
+/// (1.3.2 on) use, which keeps 1024 shares at the default weight of 100: berth writes a pod cgroup that
+/// kubelet writes too, so they must agree. (Debian 12's runc 1.1.5 converts containers' shares with the
+/// older linear formula; containers are runc's business.)
 pub fn shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 0;
+    match shares {
+        0 => 0,
+        1..=2 => 1,
+        262_144.. => 10_000,
+        s => {
+            let l = (s as f64).log2();
+            let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+            (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
+        }
     }
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
 }
 
 /// Writes `limits` to the cgroup at `dir` (relative to the hierarchy roots). Returns what could not
@@ -83,10 +91,12 @@ mod tests {
 
     #[test]
     fn weights_from_shares() {
+        assert_eq!(shares_to_weight(0), 0);
         assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(1024), 100, "the defaults meet");
+        assert_eq!(shares_to_weight(2000), 170);
         assert_eq!(shares_to_weight(262_144), 10_000);
-        assert_eq!(shares_to_weight(522), 20);
+        assert_eq!(shares_to_weight(522), 60);
     }
 
     #[test]
@@ -118,7 +128,7 @@ mod tests {
         };
         assert_eq!(apply_in(hier(), "/kubepods/pod1", &limits), Vec::<String>::new());
         let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
-        assert_eq!(read("cpu.weight"), "20");
+        assert_eq!(read("cpu.weight"), "60");
         assert_eq!(read("cpu.max"), "70000 100000");
         assert_eq!(read("memory.max"), (65u64 << 20).to_string());
         assert_eq!(read("cpuset.cpus"), "0");
