@@ -74,6 +74,9 @@ cleanup() {
   for pp in $(pgrep -f "berth-shim.*$S" || true); do kill -9 "$pp" 2>/dev/null; done
   grep -o " $S[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   ip link del "$BRIDGE" 2>/dev/null
+  # critest's pods name no cgroup parent, so their containers went under berth's default, /berth:
+  # remove it where it is empty (a berthd of someone else's keeps a busy one, which rmdir leaves).
+  for d in /sys/fs/cgroup/berth /sys/fs/cgroup/*/berth; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
   rm -rf "$S"
 }
 trap cleanup EXIT
