@@ -33,9 +33,10 @@ impl Cri {
         let exec_id = format!("exec-{}", &new_id()?[..16]);
         let dir = c.bundle.join(&exec_id);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        let limit = match (req.timeout, deadline) {
-            (t, d) if t > 0 => Some(d.map_or(Duration::from_secs(t as u64), |d| d.min(Duration::from_secs(t as u64)))),
-            (_, d) => d,
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let limit = match (timeout, deadline) {
+            (Some(t), Some(d)) => Some(t.min(d)),
+            (t, d) => t.or(d),
         };
         let this = self.clone();
         tokio::spawn(async move {
