@@ -62,6 +62,9 @@ fi
 # ---- berthd of its own ----
 mkdir -p "$SCRATCH_BASE"
 S=$(mktemp -d "$SCRATCH_BASE/critest.XXXXXX")
+# Searchable by all (not readable): the root of a pod with its own user namespace, an unprivileged
+# ID on the host, must reach its bundle, as containerd keeps its state dirs 0711 for.
+chmod 711 "$S"
 pid=""
 cleanup() {
   set +e

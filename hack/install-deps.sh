@@ -10,6 +10,7 @@ fi
 
 PKGS=(
   runc crun                        # OCI runtimes
+  criu                             # CheckpointContainer (runc checkpoint/restore)
   containernetworking-plugins      # CNI plugins in /usr/lib/cni
   docker-registry                  # distribution v2 registry for tests
   busybox                          # applets for test images (dynamic, with libc)

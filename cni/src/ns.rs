@@ -97,6 +97,32 @@ pub fn create(dir: &Path, req: &Request) -> Result<Vec<(Kind, PathBuf)>> {
     Ok(pins)
 }
 
+/// Readies namespaces made elsewhere (a pod's, unshared with its user namespace by another
+/// process and pinned at `net` and `uts`): `lo` up, `hostname` set. Blocking: runs a thread of its
+/// own that enters them.
+pub fn prepare(net: &Path, uts: &Path, hostname: &str) -> Result<()> {
+    validate_hostname(hostname)?;
+    let netns = std::fs::File::open(net).map_err(Error::io("open", net))?;
+    let utsns = std::fs::File::open(uts).map_err(Error::io("open", uts))?;
+    let h = hostname.to_string();
+    std::thread::Builder::new()
+        .name("berth-ns".into())
+        .spawn(move || -> Result<()> {
+            nix::sched::setns(&utsns, CloneFlags::CLONE_NEWUTS).map_err(Error::sys("enter UTS namespace"))?;
+            nix::unistd::sethostname(&h).map_err(Error::sys(format!("sethostname {h:?}")))?;
+            nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET).map_err(Error::sys("enter network namespace"))?;
+            loopback_up()
+        })
+        .map_err(Error::io("spawn namespace thread", net))?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::Sys {
+                op: "namespace thread panicked".into(),
+                source: nix::errno::Errno::EIO,
+            })
+        })
+}
+
 /// Sets `lo` up in the calling thread's network namespace.
 fn loopback_up() -> Result<()> {
     let mut nl = crate::netlink::Netlink::open()?;

@@ -24,7 +24,7 @@ TIMEOUT=${BERTH_VM_TIMEOUT:-2400}
 # container and pod lifecycle, stats, OOM, exec in the container's cgroup, namespaces) and the
 # idempotence rules, and AppArmor (the guest kernel has it, this host not); with cgroupfs, the
 # container lifecycle and OOM.
-FOCUS_SYSTEMD=${BERTH_VM_CRITEST_FOCUS-'basic operations on (container|PodSandbox)|Container OOM|Multiple Containers|Runtime info|should support (exec with|attach)|NamespaceOption|Idempotence|AppArmor'}
+FOCUS_SYSTEMD=${BERTH_VM_CRITEST_FOCUS-'basic operations on (container|PodSandbox)|Container OOM|Multiple Containers|Runtime info|should support (exec with|attach)|NamespaceOption|UserNamespaces|Mount Readonly|Idempotence|AppArmor'}
 FOCUS_CGROUPFS=${BERTH_VM_CRITEST_FOCUS_CGROUPFS-'basic operations on container|Container OOM'}
 SKIP='should be able to pull image with digest|public image with digest'
 

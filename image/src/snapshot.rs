@@ -184,7 +184,7 @@ impl Overlay {
         }
     }
 
-    /// Every layer some writable snapshot stands on.
+    /// Every layer some snapshot (writable or a view) stands on.
     pub fn layers_in_use(&self) -> Result<std::collections::HashSet<Digest>> {
         let dir = self.root.join("snapshots");
         let mut out = std::collections::HashSet::new();
@@ -251,7 +251,11 @@ impl Snapshotter for Overlay {
     }
 
     fn view(&self, key: &str, layers: &[Digest]) -> Result<Mount> {
-        self.snapshot_dir(key)?;
+        let dir = self.snapshot_dir(key)?;
+        // Its layers are kept by image collection while the view exists, as a writable snapshot's.
+        std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        let parents: String = layers.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.join("parents"), parents).map_err(Error::io("write", dir.join("parents")))?;
         match layers {
             [] => Ok(Mount {
                 fstype: "none".into(),
@@ -317,6 +321,12 @@ mod tests {
         assert_eq!(o.layers_in_use().unwrap().len(), 2);
         o.remove("c1").unwrap();
         o.remove("c1").unwrap();
+        assert_eq!(
+            o.layers_in_use().unwrap(),
+            [a.clone()].into(),
+            "the view keeps its layer"
+        );
+        o.remove("v").unwrap();
         assert!(o.layers_in_use().unwrap().is_empty());
         o.remove_layer(&a).unwrap();
         assert!(!o.has_layer(&a));

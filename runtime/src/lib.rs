@@ -8,6 +8,7 @@ mod cri;
 mod crilog;
 mod error;
 mod events;
+mod mounts;
 mod oci;
 mod oom;
 mod server;
@@ -16,6 +17,7 @@ mod shims;
 mod store;
 mod streaming;
 mod sys;
+mod userns;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -52,8 +52,11 @@ impl Cri {
             ("", p) => PathBuf::from(p),
             (d, p) => PathBuf::from(d).join(p),
         };
-        let made = self.make_bundle(&bundle, &id, &image, &sandbox, &config).await;
-        let user = match made {
+        let made = match self.image_volumes(&config).await {
+            Ok(vols) => self.make_bundle(&bundle, &id, &image, &sandbox, &config, vols).await,
+            Err(e) => Err(e),
+        };
+        let (user, image_volumes) = match made {
             Ok(u) => u,
             Err(e) => {
                 self.cleanup_bundle(&bundle, &id).await;
@@ -69,6 +72,7 @@ impl Cri {
             handler,
             user: Some(user),
             stop_signal: Some(stop_signal),
+            image_volumes,
             ..Container::created(&id, &sandbox.id, config)
         };
         let put = self.save_container(&self.container_turn(), c).map(drop);
@@ -87,8 +91,33 @@ impl Cri {
         Ok(CreateContainerResponse { container_id: id })
     }
 
-    /// Mounts the container's rootfs (a fresh snapshot over the image's layers) in `bundle` and
-    /// writes its OCI spec there; returns the user the spec runs the process as.
+    /// The images the request mounts as image volumes, by mount index, pulled first where they
+    /// are not here yet (with no credentials but what hosts.toml gives), as kubelet expects.
+    async fn image_volumes(
+        &self,
+        config: &berth_proto::cri::ContainerConfig,
+    ) -> Result<Vec<(usize, berth_image::Image)>> {
+        let mut out = Vec::new();
+        for (i, m) in config.mounts.iter().enumerate() {
+            let Some(spec) = &m.image else { continue };
+            oci::spec::check_mount(m)?;
+            let r = super::image_ref(Some(spec.clone()), "CreateContainer (image volume)")?;
+            let img = match self.images.get(&r)? {
+                Some(img) => img,
+                None => {
+                    tracing::info!(image = %r, "pulling the image of an image volume");
+                    self.images.pull(&r, berth_image::Credentials::default()).await?
+                }
+            };
+            out.push((i, img));
+        }
+        Ok(out)
+    }
+
+    /// Mounts the container's rootfs (a fresh snapshot over the image's layers; ID-mapped in a pod
+    /// with its own user namespace) in `bundle`, makes the host mounts its request needs
+    /// (`crate::mounts`) and writes its OCI spec there; returns the user the spec runs the process
+    /// as and the IDs of the images mounted as volumes.
     async fn make_bundle(
         &self,
         bundle: &std::path::Path,
@@ -96,7 +125,8 @@ impl Cri {
         image: &berth_image::Image,
         sandbox: &crate::store::sandbox::Sandbox,
         config: &berth_proto::cri::ContainerConfig,
-    ) -> Result<crate::store::container::User> {
+        image_volumes: Vec<(usize, berth_image::Image)>,
+    ) -> Result<(crate::store::container::User, Vec<String>)> {
         let target_pid = self.pid_target(config, &sandbox.id)?;
         let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
         let (cgroup_driver, host) = (self.config.cgroup_driver, self.host.clone());
@@ -108,10 +138,28 @@ impl Cri {
             config.clone(),
             id.to_string(),
         );
-        tokio::task::spawn_blocking(move || -> Result<crate::store::container::User> {
+        tokio::task::spawn_blocking(move || -> Result<(crate::store::container::User, Vec<String>)> {
             let rootfs = b.join("rootfs");
             std::fs::create_dir_all(&rootfs).map_err(Error::io(format!("create {}", rootfs.display())))?;
-            overlay.prepare(&idc, &i.diff_ids())?.mount(&rootfs)?;
+            let staging = crate::mounts::staging_dir(&b);
+            let maps = oci::spec::pod_maps(&s)?;
+            let userns = match (maps, s.namespace_path("user")) {
+                (Some(m), Some(p)) => Some((
+                    m,
+                    std::fs::File::open(p)
+                        .map_err(Error::io(format!("open the pod's user namespace {}", p.display())))?,
+                )),
+                _ => None,
+            };
+            let snapshot = overlay.prepare(&idc, &i.diff_ids())?;
+            match &userns {
+                Some((m, ns)) => {
+                    let root = (m.uids.host_id, m.gids.host_id);
+                    crate::mounts::overlay_idmapped(&snapshot, &rootfs, &staging, ns, root)?
+                }
+                None => snapshot.mount(&rootfs)?,
+            }
+            let staged = stage_mounts(&cfg, &staging, &idc, &overlay, &image_volumes, userns.as_ref())?;
             let spec = oci::build(&oci::SpecInput {
                 id: &idc,
                 sandbox: &s,
@@ -122,14 +170,16 @@ impl Cri {
                 unset_seccomp: &unset_seccomp,
                 target_pid,
                 cgroup_driver,
+                staged: &staged,
             })?;
             write_json(&b.join("config.json"), &spec)?;
             let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
-            Ok(crate::store::container::User {
+            let user = crate::store::container::User {
                 uid: u.uid(),
                 gid: u.gid(),
                 additional_gids: u.additional_gids().clone().unwrap_or_default(),
-            })
+            };
+            Ok((user, image_volumes.iter().map(|(_, img)| img.id.to_string()).collect()))
         })
         .await
         .map_err(|e| Error::Internal(format!("container create task: {e}")))?
@@ -169,12 +219,21 @@ impl Cri {
         Ok(Some(t.pid))
     }
 
-    /// Unmounts and deletes a container's rootfs snapshot and bundle. Idempotent.
+    /// Unmounts and deletes a container's rootfs snapshot, its staged host mounts (and their
+    /// image-volume views) and its bundle. Idempotent.
     pub(crate) async fn cleanup_bundle(&self, bundle: &std::path::Path, snapshot: &str) {
         let overlay = self.images.overlay().clone();
         let (b, s) = (bundle.to_path_buf(), snapshot.to_string());
         let res = tokio::task::spawn_blocking(move || -> Result<()> {
             berth_image::sys::unmount(&b.join("rootfs"))?;
+            let staging = crate::mounts::staging_dir(&b);
+            crate::mounts::unmount_staged(&b)?;
+            for e in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("iv") {
+                    overlay.remove(&format!("{s}-{name}"))?;
+                }
+            }
             overlay.remove(&s)?;
             match std::fs::remove_dir_all(&b) {
                 Ok(()) => Ok(()),
@@ -187,4 +246,98 @@ impl Cri {
             tracing::error!(bundle = %bundle.display(), error = %e, "container cleanup failed");
         }
     }
+}
+
+/// Makes the host mounts the request's mounts need (see `crate::mounts`), under `staging`, and
+/// returns their paths by mount index: image volumes (a read-only view of the image's layers, or
+/// one path in it), recursive read-only binds, ID-mapped binds (a mount's own `uidMappings`, through
+/// the pod's user namespace when they are its maps). Blocking.
+fn stage_mounts(
+    cfg: &berth_proto::cri::ContainerConfig,
+    staging: &std::path::Path,
+    snapshot: &str,
+    overlay: &berth_image::Overlay,
+    image_volumes: &[(usize, berth_image::Image)],
+    userns: Option<&(crate::userns::Maps, std::fs::File)>,
+) -> Result<std::collections::HashMap<usize, PathBuf>> {
+    let mut staged = std::collections::HashMap::new();
+    for (i, m) in cfg.mounts.iter().enumerate() {
+        oci::spec::check_mount(m)?;
+        if let Some((_, img)) = image_volumes.iter().find(|(n, _)| *n == i) {
+            let name = format!("iv{i}");
+            let target = staging.join(&name);
+            std::fs::create_dir_all(&target).map_err(Error::io(format!("create {}", target.display())))?;
+            overlay
+                .view(&format!("{snapshot}-{name}"), &img.diff_ids())?
+                .mount(&target)?;
+            staged.insert(i, sub_path(&target, &m.image_sub_path)?);
+            continue;
+        }
+        let mapped = !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
+        if !m.recursive_read_only && !mapped {
+            continue;
+        }
+        let host = PathBuf::from(&m.host_path);
+        if !host.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "mount host_path {:?} must be absolute",
+                m.host_path
+            )));
+        }
+        if !host.exists() {
+            std::fs::create_dir_all(&host).map_err(Error::io(format!("create mount source {}", host.display())))?;
+        }
+        let temporary;
+        let idmap = if mapped {
+            let want = crate::userns::Maps::of_mount(m)?;
+            match userns {
+                Some((maps, ns)) if *maps == want => Some(ns),
+                _ => {
+                    temporary = crate::userns::temporary(want)?;
+                    Some(&temporary)
+                }
+            }
+        } else {
+            None
+        };
+        let target = staging.join(format!("m{i}"));
+        crate::mounts::bind(
+            &host,
+            &target,
+            crate::mounts::Bind {
+                recursive_readonly: m.recursive_read_only,
+                idmap,
+            },
+        )?;
+        staged.insert(i, target);
+    }
+    Ok(staged)
+}
+
+/// `sub` inside the image volume mounted at `root`: relative, staying inside, and there.
+fn sub_path(root: &std::path::Path, sub: &str) -> Result<PathBuf> {
+    if sub.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    let rel = std::path::Path::new(sub);
+    let ok = rel.is_relative()
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if !ok {
+        return Err(Error::InvalidArgument(format!(
+            "image_sub_path {sub:?} must be a relative path without '..'"
+        )));
+    }
+    let p = root.join(rel);
+    // A symlink in the image must not lead out of it.
+    let real = std::fs::canonicalize(&p)
+        .map_err(|_| Error::NotFound(format!("image_sub_path {sub:?} does not exist in the image")))?;
+    let real_root = std::fs::canonicalize(root).map_err(Error::io(format!("resolve {}", root.display())))?;
+    if !real.starts_with(&real_root) {
+        return Err(Error::InvalidArgument(format!(
+            "image_sub_path {sub:?} leads out of the image"
+        )));
+    }
+    Ok(real)
 }

@@ -75,6 +75,11 @@ impl Cri {
 
         let create = self.create_request(c, &handler, stdout, stderr)?;
         shim.create(&create).await?;
+        // runc has bound the host mounts berthd staged into the container's own mount namespace:
+        // the host's copies can go (a staged clone would keep its source's submounts busy).
+        if let Err(e) = crate::mounts::unmount_staged(&c.bundle) {
+            tracing::warn!(id = %c.id, error = %e, "unmount the container's staged mounts");
+        }
         let created = t0.elapsed();
         let start_time = now_ns();
         let started = shim.start(&c.id, "").await?;

@@ -11,6 +11,7 @@ use crate::store::container::{Container, ContainerFiles, ContainerStore, State a
 use crate::store::sandbox::SandboxStore;
 
 mod container_attach;
+mod container_checkpoint;
 mod container_create;
 mod container_events;
 mod container_exec;
@@ -121,6 +122,10 @@ impl Cri {
                 .is_some_and(|sb| matches!(sb.network, Some(berth_cni::Attachment::Bridge(_))))
         });
         let container_files = ContainerFiles::new(&config.root.join("containers"));
+        let host = crate::oci::Host::probe(&config.root, &config.state);
+        if let Err(why) = &host.user_namespaces {
+            tracing::warn!(%why, "pods cannot have user namespaces on this host (hostUsers: false is refused)");
+        }
         let shims = crate::shims::Shims::new(launcher, config.state.join("events.sock"));
         Ok(Cri {
             container_files,
@@ -134,7 +139,7 @@ impl Cri {
             sandbox_writes: Mutex::new(()),
             shims,
             logs: tokio::sync::Mutex::new(std::collections::HashMap::new()),
-            host: Arc::new(crate::oci::Host::probe()),
+            host: Arc::new(host),
             cpu_samples: Mutex::new(std::collections::HashMap::new()),
             events: Default::default(),
             stream: Default::default(),

@@ -69,7 +69,7 @@ impl Cri {
             features: Some(RuntimeFeatures {
                 // Strict and Merge are honoured, and ContainerStatus reports the user.
                 supplemental_groups_policy: true,
-                // No user namespaces yet, so none with the host's network either.
+                // A pod with its own user namespace has its own network namespace too.
                 user_namespaces_host_network: false,
             }),
         }
@@ -79,13 +79,14 @@ impl Cri {
 impl Cri {
     /// Every configured runtime handler by name, and the default one once more under the empty
     /// name (what a pod that names no RuntimeClass gets), as containerd lists them. Features are
-    /// what berth makes for every handler: recursive read-only mounts and user namespaces not yet
-    /// (kubelet then neither asks for them nor admits pods that need them).
+    /// what berth makes itself for every handler (the mounts before runc runs): recursive read-only
+    /// mounts where the kernel has mount_setattr(2), user namespaces where mounts on berth's root
+    /// can be ID-mapped (kubelet then neither asks for them nor admits pods that need them).
     fn runtime_handlers(&self) -> Vec<RuntimeHandler> {
         let features = || {
             Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
+                recursive_read_only_mounts: self.host.recursive_readonly,
+                user_namespaces: self.host.user_namespaces.is_ok(),
             })
         };
         std::iter::once(String::new())

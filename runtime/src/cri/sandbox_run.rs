@@ -88,6 +88,13 @@ impl Cri {
         }
         self.handler(handler)?;
         let ns = crate::store::sandbox::namespace_options(cfg);
+        if crate::userns::requested(&ns)?.is_some()
+            && let Err(why) = &self.host.user_namespaces
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "RunPodSandbox: this host cannot give pods user namespaces: {why}"
+            )));
+        }
         if let Some(l) = &cfg.linux {
             crate::oci::sysctl::validate(
                 &l.sysctls,

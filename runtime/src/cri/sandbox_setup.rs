@@ -72,6 +72,17 @@ fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Pat
     } else {
         cfg.hostname.clone()
     };
+    if let Some(maps) = crate::userns::requested(&opts)? {
+        own_user_namespace(
+            dir,
+            maps,
+            &hostname,
+            opts.pid == NamespaceMode::Pod as i32,
+            pod_init,
+            res,
+        )?;
+        return finish(dir, cfg, shm_size, host_net, host_ipc, &hostname, res);
+    }
     let mut kinds = Vec::new();
     if !host_net {
         // The pod's UTS namespace goes with its network: a host-network pod keeps the node's name.
@@ -106,6 +117,19 @@ fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Pat
         ns::pin(&ns_path, &pin)?;
         res.namespaces.push(("pid".into(), pin));
     }
+    finish(dir, cfg, shm_size, host_net, host_ipc, &hostname, res)
+}
+
+/// The pod's files and its /dev/shm.
+fn finish(
+    dir: &Path,
+    cfg: &PodSandboxConfig,
+    shm_size: u64,
+    host_net: bool,
+    host_ipc: bool,
+    hostname: &str,
+    res: &mut Resources,
+) -> Result<()> {
     write(dir, "hostname", &format!("{hostname}\n"))?;
     write(dir, "hosts", &hosts_file(host_net))?;
     write(dir, "resolv.conf", &resolv_conf(cfg.dns_config.as_ref()))?;
@@ -121,6 +145,70 @@ fn fill(dir: &Path, cfg: &PodSandboxConfig, shm_size: u64, pod_init: Option<&Pat
         )
         .map_err(|e| Error::Internal(format!("mount shm tmpfs on {}: {e}", shm.display())))?;
         res.shm = Some(shm);
+    }
+    Ok(())
+}
+
+/// A pod with a user namespace of its own (`maps`): a process unshares it together with the pod's
+/// network, UTS and IPC namespaces — so that the user namespace owns them, as the pod's root needs
+/// to mount sysfs and mqueue and set the hostname — and berthd pins them. The process is a
+/// `sleep` ended once they are pinned or, for a pod-shared PID namespace, the `unshare … pod-init`
+/// holder that lives with the pod (its PID namespace then belongs to the user namespace too).
+fn own_user_namespace(
+    dir: &Path,
+    maps: crate::userns::Maps,
+    hostname: &str,
+    shared_pid: bool,
+    pod_init: Option<&Path>,
+    res: &mut Resources,
+) -> Result<()> {
+    use nix::sched::CloneFlags;
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = if shared_pid {
+        let init = pod_init.ok_or_else(|| {
+            Error::FailedPrecondition(
+                "a pod-shared PID namespace needs berth-shim (pod-init), which was not found".into(),
+            )
+        })?;
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--pid", "--fork", "--kill-child"]).arg(init).arg("pod-init");
+        c
+    } else {
+        let mut c = std::process::Command::new("sleep");
+        c.arg("infinity");
+        c
+    };
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let child = crate::userns::spawn(maps, flags, &mut cmd)?;
+    let pid = child.id();
+    let pinned = (|| -> Result<()> {
+        let ns_dir = dir.join("ns");
+        std::fs::create_dir_all(&ns_dir).map_err(Error::io("create ns dir"))?;
+        for kind in ["user", "net", "uts", "ipc"] {
+            let pin = ns_dir.join(kind);
+            ns::pin(Path::new(&format!("/proc/{pid}/ns/{kind}")), &pin)?;
+            res.namespaces.push((kind.into(), pin));
+        }
+        ns::prepare(&ns_dir.join("net"), &ns_dir.join("uts"), hostname)?;
+        Ok(())
+    })();
+    if shared_pid {
+        res.pid_holder = Some(pid);
+        write(dir, PID_HOLDER, &pid.to_string())?;
+        pinned?;
+        let init_pid = await_pod_init(child)?;
+        let pin = dir.join("ns").join("pid");
+        ns::pin(Path::new(&format!("/proc/{init_pid}/ns/pid")), &pin)?;
+        res.namespaces.push(("pid".into(), pin));
+    } else {
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        pinned?;
     }
     Ok(())
 }
@@ -153,7 +241,7 @@ fn write(dir: &Path, name: &str, content: &str) -> Result<()> {
 /// namespace, reaps orphans, and dies with its parent. Returns the parent's PID and the namespace.
 fn start_pid_holder(init: &Path) -> Result<(u32, PathBuf)> {
     use std::os::unix::process::CommandExt as _;
-    let mut child = std::process::Command::new("unshare")
+    let child = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--kill-child"])
         .arg(init)
         .arg("pod-init")
@@ -164,6 +252,14 @@ fn start_pid_holder(init: &Path) -> Result<(u32, PathBuf)> {
         .process_group(0)
         .spawn()
         .map_err(Error::io("run unshare for the pod's PID namespace"))?;
+    let pid = child.id();
+    let init_pid = await_pod_init(child)?;
+    Ok((pid, PathBuf::from(format!("/proc/{init_pid}/ns/pid"))))
+}
+
+/// Waits for `unshare --fork`'s child (pod-init) to appear and returns its PID; `unshare` is reaped
+/// when it ends (after a berthd restart, the host's init reaps it).
+fn await_pod_init(mut child: std::process::Child) -> Result<u32> {
     let pid = child.id();
     let children = format!("/proc/{pid}/task/{pid}/children");
     let t0 = std::time::Instant::now();
@@ -181,11 +277,12 @@ fn start_pid_holder(init: &Path) -> Result<(u32, PathBuf)> {
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     };
-    // Reap unshare when it ends; after a berthd restart the host's init does.
     std::thread::spawn(move || {
         let _ = child.wait();
     });
-    Ok((pid, PathBuf::from(format!("/proc/{init_pid}/ns/pid"))))
+    init_pid
+        .parse()
+        .map_err(|_| Error::Internal(format!("pod-init's PID {init_pid:?}")))
 }
 
 /// Ends the pod's PID namespace holder, if it is still the process berth started.

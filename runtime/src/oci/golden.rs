@@ -200,6 +200,7 @@ fn check(case: &str, fx: &Fixture, sandbox: &Sandbox, config: &ContainerConfig) 
         host: &host,
         unset_seccomp: "unconfined",
         target_pid: None,
+        staged: &Default::default(),
         cgroup_driver: crate::cgroup::CgroupDriver::Cgroupfs,
     })
     .unwrap();

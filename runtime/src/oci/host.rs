@@ -15,11 +15,16 @@ pub struct Host {
     pub swap_accounting: bool,
     /// AppArmor is on (containers get a profile).
     pub apparmor: bool,
+    /// Recursive read-only mounts can be made (mount_setattr(2)).
+    pub recursive_readonly: bool,
+    /// Pods can have user namespaces (ID-mapped mounts on berth's root filesystem), or why not.
+    pub user_namespaces: Result<(), String>,
 }
 
 impl Host {
-    /// This host, as berthd sees it now.
-    pub fn probe() -> Host {
+    /// This host, as berthd sees it now; `root` is where berth keeps images and rootfs layers,
+    /// `state` where it keeps bundles.
+    pub fn probe(root: &std::path::Path, state: &std::path::Path) -> Host {
         let cgroup_v2 = crate::cgroup::is_unified();
         Host {
             caps: held_caps(),
@@ -28,6 +33,8 @@ impl Host {
             swap_accounting: cgroup_v2
                 || std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
             apparmor: super::apparmor::host_supports(),
+            recursive_readonly: crate::mounts::recursive_readonly_supported(),
+            user_namespaces: crate::userns::supported(root, state),
         }
     }
 }

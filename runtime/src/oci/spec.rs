@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use berth_proto::cri::{ContainerConfig, LinuxContainerResources, MountPropagation, NamespaceMode};
+use berth_proto::cri::{ContainerConfig, LinuxContainerResources, MountPropagation, NamespaceMode, NamespaceOption};
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxHugepageLimitBuilder,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
@@ -68,6 +68,9 @@ pub struct SpecInput<'a> {
     pub target_pid: Option<u32>,
     /// How the container's cgroup is named (config `cgroup_driver`).
     pub cgroup_driver: crate::cgroup::CgroupDriver,
+    /// Mounts berthd made on the host for the request's mounts (`crate::mounts`: recursive read-only,
+    /// ID-mapped, image volumes), by index in `config.mounts`: the spec binds these instead.
+    pub staged: &'a HashMap<usize, PathBuf>,
 }
 
 fn bad(e: impl std::fmt::Display) -> Error {
@@ -237,7 +240,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let process = process(input, &run, &linux_cfg, cap_set, apparmor)?;
     let mut mounts = base_mounts(sec.privileged)?;
     mounts.extend(pod_mounts(config, sandbox, sec.readonly_rootfs)?);
-    let (user_mounts, rootfs_propagation) = user_mounts(config)?;
+    let (user_mounts, rootfs_propagation) = user_mounts(config, input.staged)?;
     mounts.extend(user_mounts);
     let host_net = pod_ns.network == NamespaceMode::Node as i32;
     let host_ipc = pod_ns.ipc == NamespaceMode::Node as i32;
@@ -419,34 +422,43 @@ fn pod_mounts(config: &ContainerConfig, sandbox: &Sandbox, readonly: bool) -> Re
         }
     }
     if !user_dests.contains(&"/dev/shm") {
-        mounts.push(match &sandbox.shm {
-            Some(shm) => bind("/dev/shm", shm, false, "rprivate")?,
-            None => bind("/dev/shm", Path::new("/dev/shm"), false, "rprivate")?,
-        });
+        // noexec as the pod's tmpfs has it (and containerd's /dev/shm): in a user namespace a
+        // bind's remount may not clear a flag the source mount has.
+        let shm = sandbox.shm.as_deref().unwrap_or(Path::new("/dev/shm"));
+        mounts.push(mount(
+            "/dev/shm",
+            "bind",
+            &shm.display().to_string(),
+            &["rbind", "rprivate", "nosuid", "nodev", "noexec"],
+        )?);
     }
     Ok(mounts)
 }
 
 /// The request's mounts, and the root propagation they need (None: runc's default).
-fn user_mounts(config: &ContainerConfig) -> Result<(Vec<oci_spec::runtime::Mount>, Option<&'static str>)> {
+fn user_mounts(
+    config: &ContainerConfig,
+    staged: &HashMap<usize, PathBuf>,
+) -> Result<(Vec<oci_spec::runtime::Mount>, Option<&'static str>)> {
     let mut mounts = Vec::new();
     let mut rootfs_propagation: Option<&str> = None;
-    for m in &config.mounts {
-        if m.container_path.is_empty() || !m.container_path.starts_with('/') {
-            return Err(Error::InvalidArgument(format!(
-                "mount container_path {:?} must be absolute",
+    for (i, m) in config.mounts.iter().enumerate() {
+        check_mount(m)?;
+        if let Some(src) = staged.get(&i) {
+            // Made by berthd (read-only, ID-mapped or an image's layers): bound as it is.
+            mounts.push(bind(
+                &m.container_path,
+                src,
+                m.readonly || m.image.is_some(),
+                "rprivate",
+            )?);
+            continue;
+        }
+        if m.image.is_some() || m.recursive_read_only || !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return Err(Error::Internal(format!(
+                "mount {:?} needs a host mount that was not made",
                 m.container_path
             )));
-        }
-        if m.image.is_some() {
-            return Err(Error::Unimplemented("image volumes (Mount.image)"));
-        }
-        if m.recursive_read_only {
-            // Not advertised in Status, so kubelet does not ask; refused rather than made read-only
-            // only at the top.
-            return Err(Error::Unimplemented(
-                "recursive read-only mounts (Mount.recursive_read_only)",
-            ));
         }
         let host = PathBuf::from(&m.host_path);
         if !host.is_absolute() {
@@ -476,6 +488,86 @@ fn user_mounts(config: &ContainerConfig) -> Result<(Vec<oci_spec::runtime::Mount
         mounts.push(bind(&m.container_path, &host, m.readonly, propagation)?);
     }
     Ok((mounts, rootfs_propagation))
+}
+
+/// What the CRI asks of a mount before anything is made for it: an absolute container path; a
+/// recursive read-only one also read-only and private (its propagation would undo it, as runc and
+/// containerd refuse too); an image volume with no host path.
+pub fn check_mount(m: &berth_proto::cri::Mount) -> Result<()> {
+    if m.container_path.is_empty() || !m.container_path.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "mount container_path {:?} must be absolute",
+            m.container_path
+        )));
+    }
+    if m.recursive_read_only {
+        if !m.readonly {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?}: recursive_read_only needs readonly",
+                m.container_path
+            )));
+        }
+        if m.propagation != MountPropagation::PropagationPrivate as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?}: recursive_read_only needs private propagation, not {:?}",
+                m.container_path,
+                MountPropagation::try_from(m.propagation)
+                    .map(|p| p.as_str_name())
+                    .unwrap_or("unknown")
+            )));
+        }
+    }
+    if m.image.is_some() {
+        if !m.host_path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?}: an image volume takes no host_path",
+                m.container_path
+            )));
+        }
+        if m.recursive_read_only || !m.uid_mappings.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?}: an image volume is read-only already and takes no ID mappings",
+                m.container_path
+            )));
+        }
+    } else if !m.image_sub_path.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?}: image_sub_path without an image",
+            m.container_path
+        )));
+    }
+    Ok(())
+}
+
+/// The pod's user namespace, which every container of a pod that has one joins (the CRI has no
+/// other user namespace mode a container can ask for); what the container asks must agree.
+fn user_namespace<'a>(ns_opts: &NamespaceOption, sandbox: &'a Sandbox) -> Result<Option<&'a Path>> {
+    let pod_userns = sandbox.namespace_path("user");
+    if let Some(u) = &ns_opts.userns_options {
+        let asked = NamespaceMode::try_from(u.mode).unwrap_or(NamespaceMode::Node);
+        match (asked, pod_userns.is_some()) {
+            (NamespaceMode::Node, false) | (NamespaceMode::Pod, true) => {}
+            (NamespaceMode::Pod, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "container asks for the pod's user namespace, but pod {} was created without one",
+                    sandbox.id
+                )));
+            }
+            (NamespaceMode::Node, true) => {
+                return Err(Error::InvalidArgument(format!(
+                    "container asks for the node's user namespace, but pod {} has its own",
+                    sandbox.id
+                )));
+            }
+            (m, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "user namespace mode {} is not supported for a container",
+                    m.as_str_name()
+                )));
+            }
+        }
+    }
+    Ok(pod_userns)
 }
 
 /// The container's namespaces: its own mount (and PID, unless shared) namespace, the pod's others.
@@ -513,6 +605,10 @@ fn namespaces(input: &SpecInput<'_>, host_net: bool) -> Result<Vec<oci_spec::run
                 )));
             }
         },
+    }
+    let pod_userns = user_namespace(&ns_opts, sandbox)?;
+    if let Some(p) = pod_userns {
+        namespaces.push(ns(LinuxNamespaceType::User, Some(p))?);
     }
     for (kind, typ) in [
         ("net", LinuxNamespaceType::Network),
@@ -564,11 +660,33 @@ fn linux(
         None => LinuxResourcesBuilder::default(),
     }
     .devices(device_rules);
-    Ok(LinuxBuilder::default()
+    let mut builder = LinuxBuilder::default();
+    if let Some(maps) = pod_maps(sandbox)? {
+        let id_map = |r: crate::userns::Range| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(r.container_id)
+                .host_id(r.host_id)
+                .size(r.length)
+                .build()
+                .map_err(bad)
+        };
+        builder = builder
+            .uid_mappings(vec![id_map(maps.uids)?])
+            .gid_mappings(vec![id_map(maps.gids)?]);
+    }
+    Ok(builder
         .devices(devices)
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(cgroups_path))
         .resources(resources.build().map_err(bad)?))
+}
+
+/// The maps of the pod's own user namespace, if it has one.
+pub fn pod_maps(sandbox: &Sandbox) -> Result<Option<crate::userns::Maps>> {
+    if sandbox.namespace_path("user").is_none() {
+        return Ok(None);
+    }
+    crate::userns::requested(&crate::store::sandbox::namespace_options(&sandbox.config))
 }
 
 /// The request's annotations with the CRI's own (container type and name, pod, image).
@@ -836,6 +954,8 @@ pub(crate) mod tests {
             cgroup_v2: true,
             swap_accounting: true,
             apparmor: false,
+            recursive_readonly: true,
+            user_namespaces: Ok(()),
         }
     }
 

@@ -1,7 +1,5 @@
-//! `runtime.v1.RuntimeService` → [`Cri`]. RPCs berth does not implement yet answer `Unimplemented`
-//! with the RPC's name. The Stream* RPCs answer their List* twin's items in pages.
+//! `runtime.v1.RuntimeService` → [`Cri`]. The Stream* RPCs answer their List* twin's items in pages.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -15,23 +13,6 @@ use crate::error::Error;
 
 #[derive(Debug)]
 pub struct RuntimeAdapter(pub Arc<Cri>);
-
-/// RPCs that later work fills in: each answers `Unimplemented`, naming itself. (Written out in the
-/// shape `async_trait` gives the trait's methods, since it cannot see inside a macro.)
-macro_rules! unimplemented_rpcs {
-    ($($method:ident($req:ty) -> $resp:ty = $name:literal;)*) => {$(
-        fn $method<'life0, 'async_trait>(
-            &'life0 self,
-            _req: Request<$req>,
-        ) -> Pin<Box<dyn Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
-        where
-            'life0: 'async_trait,
-            Self: 'async_trait,
-        {
-            Box::pin(async move { rpc!($name, INFO, Err::<$resp, _>(Error::Unimplemented($name))) })
-        }
-    )*};
-}
 
 type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
 
@@ -352,7 +333,14 @@ impl RuntimeService for RuntimeAdapter {
         )
     }
 
-    unimplemented_rpcs! {
-        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
+    async fn checkpoint_container(
+        &self,
+        req: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        rpc!(
+            "CheckpointContainer",
+            INFO,
+            self.0.checkpoint_container(req.into_inner()).await
+        )
     }
 }

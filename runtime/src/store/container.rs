@@ -58,6 +58,9 @@ pub struct Container {
     /// None in records from before berth resolved it: the image's is read at stop time.
     #[serde(default)]
     pub stop_signal: Option<u32>,
+    /// The IDs of the images mounted as image volumes (`Mount.image`): not removable meanwhile.
+    #[serde(default)]
+    pub image_volumes: Vec<String>,
 }
 
 impl Container {
@@ -84,6 +87,7 @@ impl Container {
             snapshot: id.to_string(),
             user: None,
             stop_signal: None,
+            image_volumes: Vec::new(),
         }
     }
 
