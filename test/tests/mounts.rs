@@ -201,7 +201,20 @@ async fn user_namespace_pod_owns_its_files() {
         Some(HOST_ID.to_string().as_str()),
         "{uid_line}"
     );
+    // An exec joins the same user namespace: root inside again.
     let mut rt = p.d.runtime().await.unwrap();
+    let ex = rt
+        .exec_sync(berth_proto::cri::ExecSyncRequest {
+            container_id: sid.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "id -u; cat /proc/self/uid_map".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8_lossy(&ex.stdout);
+    assert_eq!(ex.exit_code, 0, "{ex:?}");
+    assert!(text.starts_with("0\n") && text.contains("200000"), "{text}");
     for cid in [id, sid] {
         rt.remove_container(RemoveContainerRequest { container_id: cid })
             .await

@@ -271,3 +271,28 @@ fn privileged_host_network_container() {
     sec.readonly_paths.clear();
     check("privileged-host-network", &fx, &fx.sandbox(true), &c);
 }
+
+#[test]
+fn user_namespace_pod_container() {
+    let fx = Fixture::new();
+    let mut sb = fx.sandbox(false);
+    sb.namespaces.push(("user".into(), fx.path("pod").join("ns/user")));
+    let ids = vec![berth_proto::cri::IdMapping {
+        container_id: 0,
+        host_id: 65536,
+        length: 65536,
+    }];
+    let userns = berth_proto::cri::UserNamespace {
+        mode: NamespaceMode::Pod as i32,
+        uids: ids.clone(),
+        gids: ids,
+    };
+    let pod_ns = sb.config.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    pod_ns.namespace_options.as_mut().unwrap().userns_options = Some(userns.clone());
+    let mut c = kubelet_container("web");
+    let sec = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    sec.namespace_options
+        .get_or_insert_with(Default::default)
+        .userns_options = Some(userns);
+    check("userns", &fx, &sb, &c);
+}
