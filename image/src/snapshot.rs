@@ -184,6 +184,16 @@ impl Overlay {
         }
     }
 
+    /// The keys of every snapshot (writable or a view).
+    pub fn snapshot_keys(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect()
+    }
+
     /// Every layer some snapshot (writable or a view) stands on.
     pub fn layers_in_use(&self) -> Result<std::collections::HashSet<Digest>> {
         let dir = self.root.join("snapshots");

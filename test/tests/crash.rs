@@ -240,6 +240,124 @@ async fn kill_9_mid_way_loses_nothing() {
     }
 }
 
+/// A CreateContainer whose record never reached the disk (berthd killed before it): at the next
+/// start its bundle — rootfs mount, staged host mounts (a recursive read-only bind, an image
+/// volume) — and its snapshots are removed, and the name is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrecorded_container_leaves_nothing_after_a_restart() {
+    require_root!();
+    registry::require().await;
+    let dir = tempfile::Builder::new()
+        .prefix("crash-")
+        .tempdir_in(scratch_base())
+        .unwrap();
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let socket = dir.path().join("state/berth.sock");
+    let mut d = Berthd::start(dir.path()).await;
+    let image = registry::image("busybox:latest");
+    let mut im = ImageServiceClient::new(connect(&socket).await.unwrap());
+    im.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut rt = RuntimeServiceClient::new(connect(&socket).await.unwrap());
+    let pod_cfg = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "unrecorded".into(),
+            uid: "uid-unrecorded".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: "/berth-test".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let cfg = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "c".into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["true".into()],
+        mounts: vec![
+            berth_proto::cri::Mount {
+                container_path: "/host".into(),
+                host_path: host.display().to_string(),
+                readonly: true,
+                recursive_read_only: true,
+                ..Default::default()
+            },
+            berth_proto::cri::Mount {
+                container_path: "/iv".into(),
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                readonly: true,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let create = CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(cfg),
+        sandbox_config: Some(pod_cfg),
+    };
+    let id = rt
+        .create_container(create.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let bundle = dir.path().join("state/containers").join(&id);
+    let snapshots = dir.path().join("root/image/overlay/snapshots");
+    let owned = |p: &Path| mounts_under(p).len();
+    assert_eq!(
+        owned(&bundle),
+        3,
+        "rootfs, the staged bind and the image volume: {:?}",
+        mounts_under(&bundle)
+    );
+    assert!(snapshots.join(&id).is_dir() && snapshots.join(format!("{id}-iv1")).is_dir());
+    // As if berthd had died before the record was written.
+    d.kill9();
+    std::fs::remove_file(dir.path().join("root/containers").join(format!("{id}.json"))).unwrap();
+    let d = Berthd::start(dir.path()).await;
+    assert!(mounts_under(&bundle).is_empty(), "{:?}", mounts_under(&bundle));
+    assert!(!bundle.exists());
+    assert!(!snapshots.join(&id).exists() && !snapshots.join(format!("{id}-iv1")).exists());
+    // The name is free: the same container can be created again.
+    let mut rt = RuntimeServiceClient::new(connect(&socket).await.unwrap());
+    rt.create_container(create).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+        .await
+        .unwrap();
+    drop(d);
+    assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
+}
+
 /// Ends what the daemons under a directory left, even when the test fails half-way.
 struct Cleanup(PathBuf);
 

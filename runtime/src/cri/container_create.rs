@@ -224,24 +224,7 @@ impl Cri {
     pub(crate) async fn cleanup_bundle(&self, bundle: &std::path::Path, snapshot: &str) {
         let overlay = self.images.overlay().clone();
         let (b, s) = (bundle.to_path_buf(), snapshot.to_string());
-        let res = tokio::task::spawn_blocking(move || -> Result<()> {
-            berth_image::sys::unmount(&b.join("rootfs"))?;
-            let staging = crate::mounts::staging_dir(&b);
-            crate::mounts::unmount_staged(&b)?;
-            for e in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with("iv") {
-                    overlay.remove(&format!("{s}-{name}"))?;
-                }
-            }
-            overlay.remove(&s)?;
-            match std::fs::remove_dir_all(&b) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io(format!("remove {}", b.display()))(e)),
-            }
-        })
-        .await;
+        let res = tokio::task::spawn_blocking(move || remove_bundle(&overlay, &b, &s)).await;
         if let Ok(Err(e)) | Err(e) = res.map_err(|e| Error::Internal(e.to_string())) {
             tracing::error!(bundle = %bundle.display(), error = %e, "container cleanup failed");
         }
@@ -340,4 +323,52 @@ fn sub_path(root: &std::path::Path, sub: &str) -> Result<PathBuf> {
         )));
     }
     Ok(real)
+}
+
+/// Unmounts and deletes a container's rootfs snapshot, its staged host mounts (and their
+/// image-volume views) and its bundle. Idempotent. Blocking.
+fn remove_bundle(overlay: &berth_image::Overlay, b: &std::path::Path, snapshot: &str) -> Result<()> {
+    berth_image::sys::unmount(&b.join("rootfs"))?;
+    let staging = crate::mounts::staging_dir(b);
+    crate::mounts::unmount_staged(b)?;
+    for e in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("iv") {
+            overlay.remove(&format!("{snapshot}-{name}"))?;
+        }
+    }
+    overlay.remove(snapshot)?;
+    match std::fs::remove_dir_all(b) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", b.display()))(e)),
+    }
+}
+
+/// At start: removes the bundles (their mounts) and snapshots that no container record owns — what
+/// a CreateContainer cut off by a crash before its record was written leaves. Blocking.
+pub(crate) fn remove_orphan_bundles(
+    bundles: &std::path::Path,
+    overlay: &berth_image::Overlay,
+    known: &dyn Fn(&str) -> bool,
+) {
+    for e in std::fs::read_dir(bundles).into_iter().flatten().flatten() {
+        let id = e.file_name().to_string_lossy().to_string();
+        if known(&id) || !e.path().is_dir() {
+            continue;
+        }
+        tracing::warn!(container = %id, "removing the bundle of a CreateContainer that did not finish");
+        if let Err(err) = remove_bundle(overlay, &e.path(), &id) {
+            tracing::warn!(container = %id, error = %err, "cleanup of an unfinished container");
+        }
+    }
+    for key in overlay.snapshot_keys() {
+        let owner = key.split_once("-iv").map_or(key.as_str(), |(id, _)| id);
+        if !known(owner) {
+            tracing::warn!(snapshot = %key, "removing a snapshot no container owns");
+            if let Err(err) = overlay.remove(&key) {
+                tracing::warn!(snapshot = %key, error = %err, "snapshot cleanup");
+            }
+        }
+    }
 }

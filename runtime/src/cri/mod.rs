@@ -121,6 +121,9 @@ impl Cri {
                 .get(owner)
                 .is_some_and(|sb| matches!(sb.network, Some(berth_cni::Attachment::Bridge(_))))
         });
+        container_create::remove_orphan_bundles(&config.state.join("containers"), images.overlay(), &|id| {
+            containers.get(id).is_some()
+        });
         let container_files = ContainerFiles::new(&config.root.join("containers"));
         let host = crate::oci::Host::probe(&config.root, &config.state);
         if let Err(why) = &host.user_namespaces {
