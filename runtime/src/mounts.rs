@@ -49,6 +49,7 @@ pub fn bind(src: &Path, target: &Path, how: Bind<'_>) -> Result<()> {
     mount_point(src, target)?;
     let tree = sys::open_tree_clone(src, how.recursive_readonly)
         .map_err(Error::io(format!("clone the mount at {}", src.display())))?;
+    sys::make_private(tree.as_fd()).map_err(Error::io(format!("make the clone of {} private", src.display())))?;
     if let Some(ns) = how.idmap {
         sys::mount_setattr(tree.as_fd(), false, sys::MOUNT_ATTR_IDMAP, Some(ns.as_fd()))
             .map_err(Error::io(format!("ID-map the mount at {}", src.display())))?;
@@ -156,4 +157,44 @@ pub fn unmount_staged(bundle: &Path) -> Result<()> {
         berth_image::sys::unmount(&e.path())?;
     }
     Ok(())
+}
+
+/// For a container in a user namespace: each bind mount of `spec` also asks for the flags its
+/// source mount has that a user namespace may not clear (`nosuid`, `nodev`, `noexec`, `ro` and the
+/// atime flags: the kernel locks them). runc 1.1 remounts a bind with only the options it is given,
+/// which would try to clear them and fail (EPERM) — e.g. for the pod's files on a `noexec` /run.
+pub fn keep_locked_flags(spec: &mut oci_spec::runtime::Spec) {
+    use nix::sys::statvfs::FsFlags;
+    let Some(mounts) = spec.mounts().clone() else { return };
+    let kept = mounts
+        .into_iter()
+        .map(|mut m| {
+            let is_bind = m.typ().as_deref() == Some("bind");
+            let flags = m
+                .source()
+                .as_ref()
+                .filter(|_| is_bind)
+                .and_then(|src| nix::sys::statvfs::statvfs(src.as_path()).ok())
+                .map(|v| v.flags());
+            if let Some(f) = flags {
+                let mut opts = m.options().clone().unwrap_or_default();
+                for (flag, opt) in [
+                    (FsFlags::ST_NOSUID, "nosuid"),
+                    (FsFlags::ST_NODEV, "nodev"),
+                    (FsFlags::ST_NOEXEC, "noexec"),
+                    (FsFlags::ST_RDONLY, "ro"),
+                    (FsFlags::ST_NOATIME, "noatime"),
+                    (FsFlags::ST_NODIRATIME, "nodiratime"),
+                    (FsFlags::ST_RELATIME, "relatime"),
+                ] {
+                    if f.contains(flag) && !opts.iter().any(|o| o == opt) {
+                        opts.push(opt.to_string());
+                    }
+                }
+                m.set_options(Some(opts));
+            }
+            m
+        })
+        .collect();
+    spec.set_mounts(Some(kept));
 }

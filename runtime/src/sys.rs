@@ -91,6 +91,33 @@ pub fn mount_setattr(
     Ok(())
 }
 
+/// Makes every mount of the detached tree `tree` private (mount_setattr(2)'s propagation), so it
+/// is no peer of the mounts it was cloned from: what later happens to it (an unmount, on a shared
+/// host) does not propagate back to them.
+pub fn make_private(tree: BorrowedFd<'_>) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: as in `mount_setattr`: a valid `struct mount_attr` with its size, a static empty path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// move_mount(2): attaches the detached tree `tree` at `target`.
 pub fn move_mount(tree: BorrowedFd<'_>, target: &Path) -> std::io::Result<()> {
     let t = c_path(target)?;

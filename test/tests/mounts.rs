@@ -108,7 +108,13 @@ async fn user_namespace_pod_owns_its_files() {
     std::fs::write(vol.path().join("hostfile"), "from the host\n").unwrap();
     let plain = tempfile::tempdir_in(p.d.dir.path()).unwrap();
     std::fs::write(plain.path().join("hostfile"), "from the host\n").unwrap();
-    let script = "cat /proc/self/uid_map; cat /proc/self/gid_map; echo uid=$(id -u) gid=$(id -g); \
+    // A volume on a nosuid,nodev,noexec mount (as /run is under systemd, where the pod's own files
+    // live): a user namespace cannot clear those flags, so its bind must keep them.
+    let locked = tempfile::tempdir_in(p.d.dir.path()).unwrap();
+    let fl = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC;
+    nix::mount::mount(Some("none"), locked.path(), Some("tmpfs"), fl, None::<&str>).unwrap();
+    let script = "test -d /locked && echo locked-volume; \
+                  cat /proc/self/uid_map; cat /proc/self/gid_map; echo uid=$(id -u) gid=$(id -g); \
                   echo passwd=$(stat -c %u:%g /etc/passwd); echo made > /made-in-rootfs && echo rootfs-writable; \
                   echo vol=$(stat -c %u:%g /vol/hostfile); echo made > /vol/made-inside && echo vol-writable; \
                   echo plain=$(stat -c %u:%g /plain/hostfile); hostname; echo END";
@@ -123,6 +129,11 @@ async fn user_namespace_pod_owns_its_files() {
             ..Default::default()
         },
         Mount {
+            container_path: "/locked".into(),
+            host_path: locked.path().display().to_string(),
+            ..Default::default()
+        },
+        Mount {
             container_path: "/plain".into(),
             host_path: plain.path().display().to_string(),
             readonly: true,
@@ -131,7 +142,13 @@ async fn user_namespace_pod_owns_its_files() {
     ];
     let (id, code, out) = p.run_id(c).await;
     assert_eq!(code, 0, "{out}");
-    let maps: Vec<Vec<&str>> = out.lines().take(2).map(|l| l.split_whitespace().collect()).collect();
+    assert!(out.starts_with("locked-volume"), "{out}");
+    let maps: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(
         maps,
         vec![vec!["0", "200000", "65536"]; 2],
@@ -220,6 +237,7 @@ async fn user_namespace_pod_owns_its_files() {
             .await
             .unwrap();
     }
+    nix::mount::umount2(locked.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
     p.finish().await;
 }
 
@@ -278,7 +296,12 @@ async fn recursive_read_only_mounts() {
         "this kernel has mount_setattr: recursive read-only mounts are advertised"
     );
     // A host directory with a tmpfs mounted below it, as critest makes it.
+    // On a shared mount, as everything is under systemd: berth's clone must be no peer of it, or
+    // dropping the clone would unmount the host's tmpfs too.
     let host = tempfile::tempdir_in(p.d.dir.path()).unwrap();
+    let none = None::<&str>;
+    nix::mount::mount(Some(host.path()), host.path(), none, nix::mount::MsFlags::MS_BIND, none).unwrap();
+    nix::mount::mount(none, host.path(), none, nix::mount::MsFlags::MS_SHARED, none).unwrap();
     let sub = host.path().join("tmpfs");
     std::fs::create_dir(&sub).unwrap();
     nix::mount::mount(
@@ -319,6 +342,7 @@ async fn recursive_read_only_mounts() {
     // directory can be unmounted and removed while the container exists (critest does so).
     nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH).unwrap();
     std::fs::remove_dir(&sub).unwrap();
+    nix::mount::umount2(host.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
     // What the CRI says cannot be recursive read-only.
     for (name, bad) in [
         (

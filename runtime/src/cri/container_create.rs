@@ -160,7 +160,7 @@ impl Cri {
                 None => snapshot.mount(&rootfs)?,
             }
             let staged = stage_mounts(&cfg, &staging, &idc, &overlay, &image_volumes, userns.as_ref())?;
-            let spec = oci::build(&oci::SpecInput {
+            let mut spec = oci::build(&oci::SpecInput {
                 id: &idc,
                 sandbox: &s,
                 config: &cfg,
@@ -172,6 +172,9 @@ impl Cri {
                 cgroup_driver,
                 staged: &staged,
             })?;
+            if userns.is_some() {
+                crate::mounts::keep_locked_flags(&mut spec);
+            }
             write_json(&b.join("config.json"), &spec)?;
             let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
             let user = crate::store::container::User {
