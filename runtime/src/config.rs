@@ -65,6 +65,9 @@ pub struct RuntimeConfig {
     /// unconfined), `runtime/default` (berth's built-in profile), or `localhost/<absolute path>`.
     /// kubelet always names one.
     pub unset_seccomp_profile: String,
+    /// Where CDI device specs are read from (`*.json`, `*.yaml`), in order: for a device named in
+    /// two, the later directory wins, as the CDI library's default (`/etc/cdi`, `/var/run/cdi`).
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// One runtime handler.
@@ -107,6 +110,7 @@ impl Default for RuntimeConfig {
             .into_iter()
             .collect(),
             unset_seccomp_profile: "unconfined".into(),
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         }
     }
 }

@@ -1,6 +1,7 @@
 //! berthd, the berth CRI daemon, as a library: configuration, the CRI core and the gRPC server.
 //! The binary (`main.rs`) only parses flags, sets up logging and signals, and calls [`run`].
 
+mod cdi;
 mod cgroup;
 pub mod cli;
 pub mod config;

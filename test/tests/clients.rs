@@ -448,3 +448,89 @@ async fn crictl_drives_a_whole_pod_lifecycle() {
         let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
     }
 }
+
+/// A CDI device (`CDI_devices`) from a spec file of the test's own, asked for through crictl 1.36:
+/// its device node (the host's /dev/null under another name, allowed in the device cgroup), its
+/// environment and its mount are in the container; an unknown device fails CreateContainer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_hands_over_a_cdi_device() {
+    require_root!();
+    registry::require().await;
+    let Some(bin) = tool("crictl-1.36.0") else {
+        report_not_tested(
+            "clients::crictl_hands_over_a_cdi_device",
+            "../shared/tools has no crictl-1.36.0",
+        );
+        return;
+    };
+    let cdi = tempfile::tempdir_in(berth_test::scratch_base()).unwrap();
+    let payload = cdi.path().join("payload.txt");
+    std::fs::write(&payload, "from-the-cdi-mount\n").unwrap();
+    let spec = format!(
+        "cdiVersion: 0.6.0\nkind: berth.test/dev\ndevices:\n  - name: null0\n    containerEdits:\n      \
+         deviceNodes:\n        - path: /dev/berth-cdi-null\n          hostPath: /dev/null\n      \
+         env: [BERTH_CDI=null0]\n      mounts:\n        - hostPath: {}\n          containerPath: /etc/berth-cdi.txt\n          \
+         options: [ro]\n",
+        payload.display()
+    );
+    std::fs::write(cdi.path().join("berth-test.yaml"), spec).unwrap();
+    let dirs = vec![cdi.path().to_path_buf()];
+    let d = Daemon::start_with(|c| c.runtime.cdi_spec_dirs = dirs).await.unwrap();
+    let sock = d.socket().to_path_buf();
+    let image = registry::image("busybox:latest");
+    crictl(&bin, &sock, &["pull", &image]).await;
+    let dir = d.dir.path();
+    let pod = serde_json::json!({
+        "metadata": {"name": "cdi", "namespace": "clients", "uid": "uid-cdi"},
+        "log_directory": dir.join("logs"),
+        "linux": {"cgroup_parent": CGROUP_PARENT},
+    });
+    let ctr = |name: &str, device: &str| {
+        serde_json::json!({
+            "metadata": {"name": name},
+            "image": {"image": image},
+            "command": ["sleep", "1000"],
+            "log_path": format!("{name}.log"),
+            "CDI_devices": [{"name": device}],
+            "linux": {},
+        })
+    };
+    let pj = dir.join("pod.json");
+    std::fs::write(&pj, pod.to_string()).unwrap();
+    let (good, bad) = (dir.join("good.json"), dir.join("bad.json"));
+    std::fs::write(&good, ctr("good", "berth.test/dev=null0").to_string()).unwrap();
+    std::fs::write(&bad, ctr("bad", "berth.test/dev=null9").to_string()).unwrap();
+    let pj = pj.display().to_string();
+    let pod_id = crictl(&bin, &sock, &["runp", &pj]).await.trim().to_string();
+    let id = crictl(&bin, &sock, &["create", &pod_id, &good.display().to_string(), &pj])
+        .await
+        .trim()
+        .to_string();
+    crictl(&bin, &sock, &["start", &id]).await;
+    let script = "test -c /dev/berth-cdi-null && echo data > /dev/berth-cdi-null && echo device-ok; \
+                  echo env=$BERTH_CDI; cat /etc/berth-cdi.txt";
+    let out = crictl(&bin, &sock, &["exec", "-s", &id, "sh", "-c", script]).await;
+    assert_eq!(
+        out.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+        ["device-ok", "env=null0", "from-the-cdi-mount"],
+        "{out}"
+    );
+    let ep = format!("unix://{}", sock.display());
+    let failed = Command::new(&bin)
+        .args(["--runtime-endpoint", &ep, "--image-endpoint", &ep])
+        .args(["create", &pod_id, &bad.display().to_string(), &pj])
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{err}");
+    assert!(
+        err.contains("code = NotFound") && err.contains("unresolvable CDI device") && err.contains("null9"),
+        "{err}"
+    );
+    crictl(&bin, &sock, &["rmp", "-f", &pod_id]).await;
+    drop(d);
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
+    }
+}

@@ -131,6 +131,7 @@ impl Cri {
         let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
         let (cgroup_driver, host) = (self.config.cgroup_driver, self.host.clone());
         let overlay = self.images.overlay().clone();
+        let cdi_dirs = self.config.runtime.cdi_spec_dirs.clone();
         let (b, i, s, cfg, idc) = (
             bundle.to_path_buf(),
             image.clone(),
@@ -172,6 +173,8 @@ impl Cri {
                 cgroup_driver,
                 staged: &staged,
             })?;
+            let cdi: Vec<String> = cfg.cdi_devices.iter().map(|d| d.name.clone()).collect();
+            crate::cdi::apply(&mut spec, &cdi, &cdi_dirs)?;
             if userns.is_some() {
                 crate::mounts::keep_locked_flags(&mut spec);
             }
