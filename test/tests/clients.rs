@@ -517,7 +517,7 @@ async fn crictl_hands_over_a_cdi_device() {
     );
     let ep = format!("unix://{}", sock.display());
     let failed = Command::new(&bin)
-        .args(["--runtime-endpoint", &ep, "--image-endpoint", &ep])
+        .args(["--runtime-endpoint", &ep, "--image-endpoint", &ep, "--timeout", "60s"])
         .args(["create", &pod_id, &bad.display().to_string(), &pj])
         .env("HOME", "/nonexistent")
         .output()

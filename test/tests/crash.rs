@@ -71,6 +71,22 @@ fn pid_ns_container() -> Option<LinuxContainerConfig> {
     })
 }
 
+/// Pulls the test registry's busybox through the daemon at `socket`; its reference.
+async fn pull_busybox(socket: &Path) -> String {
+    let image = registry::image("busybox:latest");
+    let mut im = ImageServiceClient::new(connect(socket).await.unwrap());
+    im.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    image
+}
+
 fn lines(p: &PathBuf) -> usize {
     std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0)
 }
@@ -87,17 +103,7 @@ async fn kill_9_mid_way_loses_nothing() {
     let socket = dir.path().join("state/berth.sock");
     let logs = dir.path().join("logs");
     let mut d = Berthd::start(dir.path()).await;
-    let image = registry::image("busybox:latest");
-    let mut im = ImageServiceClient::new(connect(&socket).await.unwrap());
-    im.pull_image(PullImageRequest {
-        image: Some(ImageSpec {
-            image: image.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let image = pull_busybox(&socket).await;
     let mut rt = RuntimeServiceClient::new(connect(&socket).await.unwrap());
     let pod_cfg = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -172,7 +178,7 @@ async fn kill_9_mid_way_loses_nothing() {
         assert!(t0.elapsed() < Duration::from_secs(10), "ticker never logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    drop((rt, im));
+    drop(rt);
 
     // kill -9: no chance to clean up anything.
     d.kill9();
@@ -254,17 +260,7 @@ async fn an_unrecorded_container_leaves_nothing_after_a_restart() {
     let _cleanup = Cleanup(dir.path().to_path_buf());
     let socket = dir.path().join("state/berth.sock");
     let mut d = Berthd::start(dir.path()).await;
-    let image = registry::image("busybox:latest");
-    let mut im = ImageServiceClient::new(connect(&socket).await.unwrap());
-    im.pull_image(PullImageRequest {
-        image: Some(ImageSpec {
-            image: image.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let image = pull_busybox(&socket).await;
     let mut rt = RuntimeServiceClient::new(connect(&socket).await.unwrap());
     let pod_cfg = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {

@@ -266,16 +266,7 @@ fn stage_mounts(
         if !m.recursive_read_only && !mapped {
             continue;
         }
-        let host = PathBuf::from(&m.host_path);
-        if !host.is_absolute() {
-            return Err(Error::InvalidArgument(format!(
-                "mount host_path {:?} must be absolute",
-                m.host_path
-            )));
-        }
-        if !host.exists() {
-            std::fs::create_dir_all(&host).map_err(Error::io(format!("create mount source {}", host.display())))?;
-        }
+        let host = oci::spec::host_source(m)?;
         let temporary;
         let idmap = if mapped {
             let want = crate::userns::Maps::of_mount(m)?;

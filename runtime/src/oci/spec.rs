@@ -460,17 +460,7 @@ fn user_mounts(
                 m.container_path
             )));
         }
-        let host = PathBuf::from(&m.host_path);
-        if !host.is_absolute() {
-            return Err(Error::InvalidArgument(format!(
-                "mount host_path {:?} must be absolute",
-                m.host_path
-            )));
-        }
-        if !host.exists() {
-            // As containerd: a missing host path becomes a directory.
-            std::fs::create_dir_all(&host).map_err(Error::io(format!("create mount source {}", host.display())))?;
-        }
+        let host = host_source(m)?;
         let mode = MountPropagation::try_from(m.propagation).unwrap_or(MountPropagation::PropagationPrivate);
         let propagation = match mode {
             MountPropagation::PropagationPrivate => "rprivate",
@@ -488,6 +478,21 @@ fn user_mounts(
         mounts.push(bind(&m.container_path, &host, m.readonly, propagation)?);
     }
     Ok((mounts, rootfs_propagation))
+}
+
+/// A mount's host path: absolute, and (as containerd makes it) a new directory where it is missing.
+pub fn host_source(m: &berth_proto::cri::Mount) -> Result<PathBuf> {
+    let host = PathBuf::from(&m.host_path);
+    if !host.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "mount host_path {:?} must be absolute",
+            m.host_path
+        )));
+    }
+    if !host.exists() {
+        std::fs::create_dir_all(&host).map_err(Error::io(format!("create mount source {}", host.display())))?;
+    }
+    Ok(host)
 }
 
 /// What the CRI asks of a mount before anything is made for it: an absolute container path; a
