@@ -68,7 +68,8 @@ impl Pod {
             hostname: name.into(),
             log_directory: d.dir.path().join("logs").display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: CGROUP_PARENT.into(),
+                // One parent per pod: a test ending removes its own while others run.
+                cgroup_parent: format!("{CGROUP_PARENT}-{name}"),
                 ..Default::default()
             }),
             ..Default::default()
@@ -186,8 +187,14 @@ impl Pod {
         .await
         .unwrap();
         self.d.stop().await.unwrap();
+        let parent = self
+            .pod_cfg
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
         for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
+            let _ = std::fs::remove_dir(ctl.path().join(parent.trim_start_matches('/')));
         }
     }
 }
