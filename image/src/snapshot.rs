@@ -206,6 +206,11 @@ impl Overlay {
         Ok(out)
     }
 
+    /// The upper (writable) directory of the snapshot `key`: what its container changed.
+    pub fn upper_dir(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.snapshot_dir(key)?.join("upper"))
+    }
+
     fn lowerdir(&self, layers: &[Digest]) -> Result<String> {
         let mut parts = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {

@@ -114,6 +114,28 @@ pub fn unpack_layer(
     Ok(Unpacked { tar_size })
 }
 
+/// Applies an uncompressed layer tar that comes with no digest (a container's changes: a
+/// checkpoint's `rootfs-diff.tar`) onto `dest`, an overlay upper directory not mounted, by the rules
+/// of [`unpack_layer`].
+pub fn apply_tar(tar: &Path, dest: &Path) -> Result<()> {
+    let file = fs::File::open(tar).map_err(Error::io("open", tar))?;
+    let mut archive = tar::Archive::new(io::BufReader::with_capacity(128 << 10, file));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    let label = tar.display().to_string();
+    let bad = |e: io::Error| Error::BadContent {
+        what: format!("layer {label}"),
+        detail: e.to_string(),
+    };
+    for entry in archive.entries().map_err(bad)? {
+        unpack_entry(entry.map_err(bad)?, dest, &label)?;
+    }
+    Ok(())
+}
+
 fn bad_stream(layer: &Digest, e: io::Error) -> Error {
     Error::BadContent {
         what: format!("layer {layer}"),

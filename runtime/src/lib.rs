@@ -3,6 +3,7 @@
 
 mod cdi;
 mod cgroup;
+mod checkpoint;
 pub mod cli;
 pub mod config;
 mod cri;

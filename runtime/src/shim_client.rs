@@ -255,6 +255,26 @@ impl ShimClient {
             .map(|_| ())
     }
 
+    /// CRIU dumps the running task into `images` (`runc checkpoint`), leaving it running; CRIU's
+    /// log goes to `work`.
+    pub async fn checkpoint(&self, id: &str, images: &Path, work: &Path, timeout: Option<Duration>) -> Result<()> {
+        let mut opts = berth_proto::shim::shim::oci::CheckpointOptions::new();
+        opts.image_path = images.display().to_string();
+        opts.work_path = work.display().to_string();
+        let mut any = berth_proto::shim::protobuf::well_known_types::any::Any::new();
+        any.type_url = "containerd.runc.v1.CheckpointOptions".into();
+        any.value = opts
+            .write_to_bytes()
+            .map_err(|e| Error::Internal(format!("encode checkpoint options: {e}")))?;
+        let mut req = api::CheckpointTaskRequest::new();
+        req.id = id.into();
+        req.path = images.display().to_string();
+        req.options = Some(any).into();
+        self.call::<_, api::Empty>("Checkpoint", &req, Some(timeout.unwrap_or(CALL_TIMEOUT)))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn delete(&self, id: &str) -> Result<api::DeleteResponse> {
         let mut req = api::DeleteRequest::new();
         req.id = id.into();

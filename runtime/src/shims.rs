@@ -27,6 +27,14 @@ pub trait ShimApi: Send + Sync + std::fmt::Debug {
     async fn reopen_log(&self, id: &str) -> Result<()>;
     async fn update_resources(&self, id: &str, resources: Vec<u8>) -> Result<()>;
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()>;
+    /// CRIU dumps the running task into `images`, leaving it running (CRIU's log in `work`).
+    async fn checkpoint(
+        &self,
+        id: &str,
+        images: &Path,
+        work: &Path,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()>;
     async fn delete(&self, id: &str) -> Result<api::DeleteResponse>;
     async fn state(&self, id: &str) -> Result<api::StateResponse>;
     async fn shutdown(&self, id: &str) -> Result<()>;
@@ -69,6 +77,15 @@ impl ShimApi for ShimClient {
     }
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         ShimClient::kill(self, id, signal, all).await
+    }
+    async fn checkpoint(
+        &self,
+        id: &str,
+        images: &Path,
+        work: &Path,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        ShimClient::checkpoint(self, id, images, work, timeout).await
     }
     async fn delete(&self, id: &str) -> Result<api::DeleteResponse> {
         ShimClient::delete(self, id).await

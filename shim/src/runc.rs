@@ -88,6 +88,20 @@ pub struct Stdio {
     pub stderr: OwnedFd,
 }
 
+/// What `runc checkpoint` is asked to do (containerd's `CheckpointOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub image_path: PathBuf,
+    pub work_path: PathBuf,
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    pub external_unix_sockets: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub cgroups_mode: String,
+    pub empty_namespaces: Vec<String>,
+}
+
 /// Global options, from the task's runtime options (`containerd.runc.v1.Options`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -197,6 +211,66 @@ impl Runc {
         }
         args.push(id.into());
         self.run(args, None).await.map(drop)
+    }
+
+    /// `runc checkpoint`: CRIU dumps the container's processes into `how.image_path`.
+    pub async fn checkpoint(&self, id: &str, how: &Checkpoint) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            how.image_path.clone().into(),
+            "--work-path".into(),
+            how.work_path.clone().into(),
+        ];
+        for (on, flag) in [
+            (how.leave_running, "--leave-running"),
+            (how.tcp_established, "--tcp-established"),
+            (how.external_unix_sockets, "--ext-unix-sk"),
+            (how.shell_job, "--shell-job"),
+            (how.file_locks, "--file-locks"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        if !how.cgroups_mode.is_empty() {
+            args.extend(["--manage-cgroups-mode".into(), how.cgroups_mode.clone().into()]);
+        }
+        for ns in &how.empty_namespaces {
+            args.extend(["--empty-ns".into(), ns.into()]);
+        }
+        args.push(id.into());
+        self.run(args, None).await.map(drop)
+    }
+
+    /// `runc restore --detach`: CRIU brings the processes dumped in `image_path` back as the
+    /// container `id` of `bundle`, with `stdio` in place of the stdio they had.
+    pub async fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        image_path: &Path,
+        work_path: &Path,
+        pid_file: &Path,
+        stdio: Stdio,
+    ) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "restore".into(),
+            "--detach".into(),
+            "--image-path".into(),
+            image_path.into(),
+            "--work-path".into(),
+            work_path.into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+        ];
+        if self.config.no_pivot_root {
+            args.push("--no-pivot".into());
+        }
+        args.push(id.into());
+        self.run(args, Some(stdio)).await.map(drop)
     }
 
     /// `runc update --resources <file> <id>`, the file holding OCI `LinuxResources` JSON.

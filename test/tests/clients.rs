@@ -534,3 +534,189 @@ async fn crictl_hands_over_a_cdi_device() {
         let _ = std::fs::remove_dir(ctl.path().join(CGROUP_PARENT.trim_start_matches('/')));
     }
 }
+
+/// CheckpointContainer and its restore through crictl 1.36 (`crictl checkpoint --export`, then
+/// `crictl create` with the archive as the image), with real runc and CRIU: the restored process
+/// carries on from its checkpointed memory (a counter far past what a fresh start reaches), its
+/// root filesystem has the changes it made (a file written, an image file deleted), and the
+/// original may be gone meanwhile. NOT TESTED where `criu check` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_checkpoints_and_restores_a_container() {
+    const NAME: &str = "clients::crictl_checkpoints_and_restores_a_container";
+    const PARENT: &str = "/berth-test-clients-ckpt";
+    require_root!();
+    registry::require().await;
+    let Some(bin) = tool("crictl-1.36.0") else {
+        report_not_tested(NAME, "../shared/tools has no crictl-1.36.0");
+        return;
+    };
+    if !Command::new("criu")
+        .arg("check")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        report_not_tested(
+            NAME,
+            "`criu check` fails on this host (hack/criu.sh builds one that works)",
+        );
+        return;
+    }
+    let d = Daemon::start().await.unwrap();
+    let sock = d.socket().to_path_buf();
+    let image = registry::image("busybox:latest");
+    crictl(&bin, &sock, &["pull", &image]).await;
+    let dir = d.dir.path();
+    // Kubelet-shaped: each container its own PID namespace.
+    let pid_own = serde_json::json!({"namespace_options": {"pid": 1}});
+    let pod = serde_json::json!({
+        "metadata": {"name": "ckpt", "namespace": "clients", "uid": "uid-ckpt"},
+        "log_directory": dir.join("logs"),
+        "linux": {"cgroup_parent": PARENT, "security_context": pid_own},
+    });
+    let counter = "echo before-checkpoint > /made-by-me; rm /bin/pkill; i=0; \
+                   while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+    let original = serde_json::json!({
+        "metadata": {"name": "counter"},
+        "image": {"image": image},
+        "command": ["sh", "-c", counter],
+        "log_path": "counter.log",
+        "linux": {"security_context": pid_own},
+    });
+    let archive = dir.join("counter-checkpoint.tar");
+    let restored = serde_json::json!({
+        "metadata": {"name": "restored"},
+        "image": {"image": archive},
+        "log_path": "restored.log",
+        "labels": {"restored": "yes"},
+        "linux": {},
+    });
+    let (pj, oj, rj) = (
+        dir.join("pod.json"),
+        dir.join("original.json"),
+        dir.join("restored.json"),
+    );
+    std::fs::write(&pj, pod.to_string()).unwrap();
+    std::fs::write(&oj, original.to_string()).unwrap();
+    std::fs::write(&rj, restored.to_string()).unwrap();
+    let pj = pj.display().to_string();
+    let pod_id = crictl(&bin, &sock, &["runp", &pj]).await.trim().to_string();
+    let id = crictl(&bin, &sock, &["create", &pod_id, &oj.display().to_string(), &pj])
+        .await
+        .trim()
+        .to_string();
+    crictl(&bin, &sock, &["start", &id]).await;
+    let count = |id: String| {
+        let (bin, sock) = (bin.clone(), sock.clone());
+        async move {
+            let out = crictl(&bin, &sock, &["exec", "-s", &id, "cat", "/tmp/count"]).await;
+            out.trim().parse::<u64>().unwrap_or(0)
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(id.clone()).await < 30 {
+        assert!(std::time::Instant::now() < deadline, "the counter never reached 30");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let export = format!("--export={}", archive.display());
+    crictl(&bin, &sock, &["checkpoint", &export, &id]).await;
+    assert!(archive.is_file(), "no archive at {}", archive.display());
+    let listing = Command::new("tar").arg("-tf").arg(&archive).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for part in ["config.dump", "spec.dump", "rootfs-diff.tar", "checkpoint/"] {
+        assert!(
+            listing.lines().any(|l| l.starts_with(part)),
+            "{part} missing from:\n{listing}"
+        );
+    }
+    let at_checkpoint = count(id.clone()).await;
+    let state = crictl(
+        &bin,
+        &sock,
+        &["inspect", "-o", "go-template", "--template", "{{.status.state}}", &id],
+    )
+    .await;
+    assert_eq!(
+        state.trim(),
+        "CONTAINER_RUNNING",
+        "a checkpoint leaves the container running"
+    );
+    crictl(&bin, &sock, &["rm", "-f", &id]).await;
+
+    let rid = crictl(&bin, &sock, &["create", &pod_id, &rj.display().to_string(), &pj])
+        .await
+        .trim()
+        .to_string();
+    crictl(&bin, &sock, &["start", &rid]).await;
+    let after = count(rid.clone()).await;
+    // The dump came after the counter passed 30; a fresh start would be near 1 by now.
+    assert!(
+        after >= 30,
+        "the restored counter is at {after} (the original was at {at_checkpoint}): a fresh start, not a restore"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(count(rid.clone()).await > after, "the restored process does not run");
+    let files = crictl(
+        &bin,
+        &sock,
+        &[
+            "exec",
+            "-s",
+            &rid,
+            "sh",
+            "-c",
+            "cat /made-by-me; test -e /bin/pkill || echo pkill-gone",
+        ],
+    )
+    .await;
+    assert_eq!(
+        files.split_whitespace().collect::<Vec<_>>(),
+        ["before-checkpoint", "pkill-gone"],
+        "{files}"
+    );
+    let labels = crictl(
+        &bin,
+        &sock,
+        &[
+            "inspect",
+            "-o",
+            "go-template",
+            "--template",
+            "{{.status.labels.restored}} {{.status.state}}",
+            &rid,
+        ],
+    )
+    .await;
+    assert_eq!(labels.trim(), "yes CONTAINER_RUNNING");
+
+    // Not into a pod with its own user namespace (runc 1.1 cannot hand CRIU one): a clear refusal.
+    let maps = serde_json::json!([{"host_id": 300000, "container_id": 0, "length": 65536}]);
+    let userns_pod = serde_json::json!({
+        "metadata": {"name": "ckpt-userns", "namespace": "clients", "uid": "uid-ckpt-userns"},
+        "log_directory": dir.join("logs"),
+        "linux": {"cgroup_parent": PARENT, "security_context": {"namespace_options": {
+            "pid": 1, "userns_options": {"mode": 0, "uids": maps, "gids": maps}}}},
+    });
+    let uj = dir.join("userns-pod.json");
+    std::fs::write(&uj, userns_pod.to_string()).unwrap();
+    let uj = uj.display().to_string();
+    let userns_pod_id = crictl(&bin, &sock, &["runp", &uj]).await.trim().to_string();
+    let ep = format!("unix://{}", sock.display());
+    let refused = Command::new(&bin)
+        .args(["--runtime-endpoint", &ep, "--image-endpoint", &ep, "--timeout", "60s"])
+        .args(["create", &userns_pod_id, &rj.display().to_string(), &uj])
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("code = FailedPrecondition") && err.contains("user namespace"),
+        "{err}"
+    );
+    crictl(&bin, &sock, &["rmp", "-f", &userns_pod_id]).await;
+
+    crictl(&bin, &sock, &["rmp", "-f", &pod_id]).await;
+    drop(d);
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctl.path().join(PARENT.trim_start_matches('/')));
+    }
+}

@@ -1108,9 +1108,11 @@ async fn list_streams_and_handlers() {
     s.finish().await;
 }
 
-/// CheckpointContainer: unknown → NotFound, no location → InvalidArgument, and where CRIU cannot
-/// work on this host (`criu check` fails, as Debian 12's CRIU 3.17 does on kernel 6.18) a clear
-/// FailedPrecondition with CRIU's reason. A checkpoint written and restored is not built yet.
+/// CheckpointContainer's refusals: unknown → NotFound, no or a relative location →
+/// InvalidArgument; a CreateContainer naming a file that is no checkpoint archive → InvalidArgument;
+/// and where CRIU cannot work on this host (`criu check` fails, as Debian 12's CRIU 3.17 does on
+/// kernel 6.18) both a clear FailedPrecondition with CRIU's reason. A checkpoint written and
+/// restored: clients::crictl_checkpoints_and_restores_a_container.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_says_what_criu_can_do_here() {
     use berth_proto::cri::CheckpointContainerRequest;
@@ -1138,28 +1140,46 @@ async fn checkpoint_says_what_criu_can_do_here() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    let archive = s.d.dir.path().join("ckpt.tar");
     let err = rt
         .checkpoint_container(CheckpointContainerRequest {
             container_id: id.clone(),
-            location: archive.display().to_string(),
+            location: "relative/ckpt.tar".into(),
             timeout: 0,
         })
         .await
         .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // A file that is not a checkpoint archive, named as a container's image.
+    let not_archive = s.d.dir.path().join("not-a-checkpoint.tar");
+    std::fs::write(&not_archive, b"plain bytes").unwrap();
+    let mut from_file = container("from-file", &s.image, &[]);
+    from_file.image = Some(berth_proto::cri::ImageSpec {
+        image: not_archive.display().to_string(),
+        ..Default::default()
+    });
+    let archive = s.d.dir.path().join("ckpt.tar");
     let criu_works = std::process::Command::new("criu")
         .arg("check")
         .output()
         .is_ok_and(|o| o.status.success());
     if criu_works {
-        assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-        berth_test::report_not_tested(
-            "containers::checkpoint_says_what_criu_can_do_here",
-            "CRIU works here, but berth writes and restores no checkpoint archives yet",
-        );
+        let err = s.create(from_file).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("checkpoint archive"), "{err:?}");
+        // A checkpoint written and restored: clients::crictl_checkpoints_and_restores_a_container.
     } else {
+        let err = rt
+            .checkpoint_container(CheckpointContainerRequest {
+                container_id: id.clone(),
+                location: archive.display().to_string(),
+                timeout: 0,
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(err.message().contains("CRIU"), "{err:?}");
+        let err = s.create(from_file).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         berth_test::report_not_tested(
             "containers::checkpoint_says_what_criu_can_do_here (a checkpoint restored)",
             "`criu check` fails on this host, so no runtime can checkpoint here",

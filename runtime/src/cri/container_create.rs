@@ -23,15 +23,11 @@ impl Cri {
                 "CreateContainer: metadata.name is required".into(),
             ));
         }
-        let sandbox = self
-            .find_sandbox(&req.pod_sandbox_id)?
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
-        if sandbox.state != SandboxState::Ready {
-            return Err(Error::FailedPrecondition(format!(
-                "pod sandbox {} is not ready",
-                sandbox.id
-            )));
-        }
+        let sandbox = self.ready_sandbox(&req.pod_sandbox_id)?;
+        let (config, restore) = match self.restore_request(&config, &sandbox).await? {
+            Some((restored, r)) => (restored, Some(r)),
+            None => (config, None),
+        };
         let image_ref = super::image_ref(config.image.clone(), "CreateContainer")?;
         let image = self
             .images
@@ -45,15 +41,17 @@ impl Cri {
         self.containers()
             .reserve(&name_key(&config, &sandbox.name_key()), &id)?;
         let bundle = self.bundle_dir(&id);
-        // A container that names no log (kubelet always names one; crictl and critest may not)
-        // logs into its bundle, removed with it: attach follows the log, and `crictl logs` works.
-        let log_path = match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
-            (_, "") => bundle.join("container.log"),
-            ("", p) => PathBuf::from(p),
-            (d, p) => PathBuf::from(d).join(p),
-        };
+        let log_path = log_path(&sandbox, &config, &bundle);
+        let archive = restore.as_ref().map(|r| r.archive.clone());
         let made = match self.image_volumes(&config).await {
-            Ok(vols) => self.make_bundle(&bundle, &id, &image, &sandbox, &config, vols).await,
+            Ok(image_volumes) => {
+                let from = Sources {
+                    image: &image,
+                    image_volumes,
+                    archive: archive.clone(),
+                };
+                self.make_bundle(&bundle, &id, &sandbox, &config, from).await
+            }
             Err(e) => Err(e),
         };
         let (user, image_volumes) = match made {
@@ -73,6 +71,7 @@ impl Cri {
             user: Some(user),
             stop_signal: Some(stop_signal),
             image_volumes,
+            checkpoint: archive.map(|_| bundle.join(crate::checkpoint::IMAGES_DIR)),
             ..Container::created(&id, &sandbox.id, config)
         };
         let put = self.save_container(&self.container_turn(), c).map(drop);
@@ -81,7 +80,10 @@ impl Cri {
             self.containers().release_name(&id);
             return Err(e);
         }
-        tracing::info!(%id, container = %name, sandbox = %sandbox.id, "container created");
+        let restored_from = restore
+            .as_ref()
+            .map(|r| (r.archive.display().to_string(), r.dump.id.clone()));
+        tracing::info!(%id, container = %name, sandbox = %sandbox.id, ?restored_from, "container created");
         self.emit(
             &id,
             &sandbox.id,
@@ -89,6 +91,20 @@ impl Cri {
             None,
         );
         Ok(CreateContainerResponse { container_id: id })
+    }
+
+    /// The pod a container is created in: there, and Ready.
+    fn ready_sandbox(&self, id: &str) -> Result<crate::store::sandbox::Sandbox> {
+        let sandbox = self
+            .find_sandbox(id)?
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        Ok(sandbox)
     }
 
     /// The images the request mounts as image volumes, by mount index, pulled first where they
@@ -122,11 +138,15 @@ impl Cri {
         &self,
         bundle: &std::path::Path,
         id: &str,
-        image: &berth_image::Image,
         sandbox: &crate::store::sandbox::Sandbox,
         config: &berth_proto::cri::ContainerConfig,
-        image_volumes: Vec<(usize, berth_image::Image)>,
+        from: Sources<'_>,
     ) -> Result<(crate::store::container::User, Vec<String>)> {
+        let Sources {
+            image,
+            image_volumes,
+            archive,
+        } = from;
         let target_pid = self.pid_target(config, &sandbox.id)?;
         let unset_seccomp = self.config.runtime.unset_seccomp_profile.clone();
         let (cgroup_driver, host) = (self.config.cgroup_driver, self.host.clone());
@@ -153,6 +173,9 @@ impl Cri {
                 _ => None,
             };
             let snapshot = overlay.prepare(&idc, &i.diff_ids())?;
+            if let Some(a) = &archive {
+                crate::checkpoint::unpack_into_bundle(a, &b, &overlay.upper_dir(&idc)?)?;
+            }
             match &userns {
                 Some((m, ns)) => {
                     let root = (m.uids.host_id, m.gids.host_id);
@@ -235,6 +258,29 @@ impl Cri {
             tracing::error!(bundle = %bundle.display(), error = %e, "container cleanup failed");
         }
     }
+}
+
+/// Where a container's CRI log goes. One that names none (kubelet always names one; crictl and
+/// critest may not) logs into its bundle, removed with it: attach follows the log, and `crictl
+/// logs` works.
+fn log_path(
+    sandbox: &crate::store::sandbox::Sandbox,
+    config: &berth_proto::cri::ContainerConfig,
+    bundle: &std::path::Path,
+) -> PathBuf {
+    match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
+        (_, "") => bundle.join("container.log"),
+        ("", p) => PathBuf::from(p),
+        (d, p) => PathBuf::from(d).join(p),
+    }
+}
+
+/// What a container's filesystems come from: its image, the images mounted as volumes (by mount
+/// index) and, for a restore, the checkpoint archive whose root filesystem changes it starts with.
+struct Sources<'a> {
+    image: &'a berth_image::Image,
+    image_volumes: Vec<(usize, berth_image::Image)>,
+    archive: Option<PathBuf>,
 }
 
 /// Makes the host mounts the request's mounts need (see `crate::mounts`), under `staging`, and

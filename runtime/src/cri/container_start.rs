@@ -130,6 +130,9 @@ impl Cri {
             create.stdin = fifo.display().to_string();
         }
         create.terminal = c.config.tty;
+        if let Some(images) = &c.checkpoint {
+            create.checkpoint = images.display().to_string();
+        }
         create.options = Some(any).into();
         Ok(create)
     }

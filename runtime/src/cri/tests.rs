@@ -110,6 +110,10 @@ impl ShimApi for FakeShim {
         self.exit(id, "", 128 + signal);
         Ok(())
     }
+    async fn checkpoint(&self, id: &str, _: &Path, _: &Path, _: Option<std::time::Duration>) -> Result<()> {
+        self.record(format!("checkpoint {id}"));
+        Ok(())
+    }
     async fn delete(&self, id: &str) -> Result<api::DeleteResponse> {
         self.record(format!("delete {id}"));
         Ok(Default::default())

@@ -61,6 +61,9 @@ pub struct Container {
     /// The IDs of the images mounted as image volumes (`Mount.image`): not removable meanwhile.
     #[serde(default)]
     pub image_volumes: Vec<String>,
+    /// Made from a checkpoint archive: CRIU's images, restored by StartContainer.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl Container {
@@ -88,6 +91,7 @@ impl Container {
             user: None,
             stop_signal: None,
             image_volumes: Vec::new(),
+            checkpoint: None,
         }
     }
 

@@ -73,8 +73,9 @@ impl Task for TaskService {
         unimplemented("Resume")
     }
 
-    async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<api::Empty> {
-        unimplemented("Checkpoint")
+    async fn checkpoint(&self, _: &TtrpcContext, req: api::CheckpointTaskRequest) -> ttrpc::Result<api::Empty> {
+        let id = req.id.clone();
+        status("Checkpoint", &id, false, self.shim.checkpoint(req).await).map(|()| api::Empty::new())
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {

@@ -18,7 +18,7 @@ use berth_proto::shim::events::task::{
 };
 use berth_proto::shim::protobuf::well_known_types::any::Any;
 use berth_proto::shim::protobuf::{Message, MessageField};
-use berth_proto::shim::shim::oci::ProcessDetails;
+use berth_proto::shim::shim::oci::{CheckpointOptions, ProcessDetails};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::Notify;
@@ -55,6 +55,9 @@ struct Container {
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Exec>>,
     rootfs_mounted: bool,
+    /// A container created from a checkpoint: the CRIU images its `Start` restores (`runc restore`
+    /// in place of `runc create` + `runc start`, as containerd's shim does).
+    restore: Mutex<Option<PathBuf>>,
 }
 
 impl Container {
@@ -179,9 +182,7 @@ impl Shim {
 
     pub async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         check_id("container id", &req.id)?;
-        if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
-            return Err(Error::Unimplemented("berth-shim does not restore checkpoints".into()));
-        }
+        let restore = checkpoint_to_restore(&req)?;
         let bundle = PathBuf::from(&req.bundle);
         if !bundle.is_absolute() {
             return Err(Error::InvalidArgument(format!(
@@ -210,18 +211,25 @@ impl Shim {
             stderr: req.stderr.clone(),
         };
         let runc = Runc::new(config, &bundle, self.reaper.clone());
-        let started = self.create_init(&req.id, &bundle, &runc, &stdio, req.terminal).await;
-        let (pid, io, exit_rx) = match started {
-            Ok(v) => v,
-            Err(e) => {
-                if rootfs_mounted {
-                    mount::unmount(&rootfs);
+        let init = if restore.is_some() {
+            // Nothing runs until Start restores the checkpoint.
+            Process::new(&req.id, "", stdio, Status::Created, 0)
+        } else {
+            match self.create_init(&req.id, &bundle, &runc, &stdio, req.terminal).await {
+                Ok((pid, io, exit_rx)) => {
+                    let init = Process::new(&req.id, "", stdio, Status::Created, pid);
+                    self.monitor_init(&init, &bundle, &runc, (pid, io, exit_rx));
+                    init
                 }
-                return Err(e);
+                Err(e) => {
+                    if rootfs_mounted {
+                        mount::unmount(&rootfs);
+                    }
+                    return Err(e);
+                }
             }
         };
-
-        let init = self.monitor_init(&req.id, &bundle, &runc, stdio, (pid, io, exit_rx));
+        let pid = init.pid();
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle,
@@ -229,6 +237,7 @@ impl Shim {
             init,
             execs: Mutex::new(HashMap::new()),
             rootfs_mounted,
+            restore: Mutex::new(restore),
         });
         self.containers().insert(req.id.clone(), Slot::Ready(container));
         reservation.done = true;
@@ -258,14 +267,12 @@ impl Shim {
     /// namespace whatever it leaves behind is killed.
     fn monitor_init(
         &self,
-        id: &str,
+        init: &Arc<Process>,
         bundle: &Path,
         runc: &Runc,
-        stdio: StdioPaths,
         (pid, io, exit_rx): (u32, ProcessIo, tokio::sync::oneshot::Receiver<Exit>),
-    ) -> Arc<Process> {
+    ) {
         let exit_rx = crate::oom::guard(crate::oom::watch(pid, bundle), exit_rx);
-        let init = Process::new(id, "", stdio, Status::Created, pid);
         init.set_io(io);
         let publisher = self.publisher.clone();
         let kill_all = shares_pid_namespace(bundle).then(|| runc.clone());
@@ -280,7 +287,6 @@ impl Shim {
                 });
             }
         });
-        init
     }
 
     /// The TaskCreate event of a created container.
@@ -343,8 +349,14 @@ impl Shim {
             let _op = p.op.lock().await;
             p.status().start()?;
             let _starting = p.begin_start();
-            c.runc.start(&c.id).await?;
-            let pid = p.pid();
+            let restore = c.restore.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let pid = match restore {
+                Some(images) => self.restore_init(&c, &images).await?,
+                None => {
+                    c.runc.start(&c.id).await?;
+                    p.pid()
+                }
+            };
             p.set_started(pid)?;
             log::info!("started container {}", c.id);
             self.publisher.publish(&TaskStart {
@@ -389,6 +401,68 @@ impl Shim {
             pid,
             ..Default::default()
         })
+    }
+
+    /// Restores the container's init from the CRIU images `images` (`runc restore`), watched as a
+    /// created init is; returns its pid.
+    async fn restore_init(&self, c: &Container, images: &Path) -> Result<u32> {
+        let pid_file = c.bundle.join("init.pid");
+        let work = c.bundle.join("criu-restore");
+        let _ = std::fs::remove_file(&pid_file);
+        std::fs::create_dir_all(&work).map_err(|source| Error::Io {
+            context: "creating CRIU's work dir",
+            path: work.clone(),
+            source,
+        })?;
+        let since = Instant::now();
+        let (bundle, pid_path, work_path) = (c.bundle.as_path(), pid_file.as_path(), work.as_path());
+        let restored = run_with_stdio(&c.init.stdio, false, |fds, _| async move {
+            c.runc
+                .restore(&c.id, bundle, images, work_path, pid_path, fds)
+                .await
+                .map_err(|e| criu_failure(e, &work_path.join("restore.log")))
+        })
+        .await;
+        let (pid, io) = match restored.and_then(|io| read_pid(&pid_file).map(|pid| (pid, io))) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Err(d) = c.runc.delete(&c.id, true).await {
+                    log::debug!("cleaning up failed restore of {}: {d}", c.id);
+                }
+                return Err(e);
+            }
+        };
+        let exit = self.reaper.subscribe(pid as i32, since);
+        self.monitor_init(&c.init, &c.bundle, &c.runc, (pid, io, exit));
+        log::info!("restored container {} from {} (pid {pid})", c.id, images.display());
+        Ok(pid)
+    }
+
+    /// `Checkpoint`: CRIU dumps the running container (`runc checkpoint`) into the request's path
+    /// (or the `CheckpointOptions` image path), leaving it running unless the options say exit.
+    pub async fn checkpoint(&self, req: api::CheckpointTaskRequest) -> Result<()> {
+        let c = self.container(&req.id)?;
+        let how = checkpoint_options(&req, &c.bundle)?;
+        let _op = c.init.op.lock().await;
+        if c.init.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {:?} is not running",
+                c.id
+            )));
+        }
+        for dir in [&how.image_path, &how.work_path] {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                context: "creating the checkpoint dir",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        c.runc
+            .checkpoint(&c.id, &how)
+            .await
+            .map_err(|e| criu_failure(e, &how.work_path.join("dump.log")))?;
+        log::info!("checkpointed container {} into {}", c.id, how.image_path.display());
+        Ok(())
     }
 
     /// Runs `runc exec` for an added exec; returns its pid, stdio and exit.
@@ -478,6 +552,7 @@ impl Shim {
         if req.exec_id.is_empty() {
             if let Err(e) = c.runc.kill(&c.id, req.signal, req.all).await {
                 let gone = matches!(p.status(), Status::Stopped(_))
+                    || e.is_missing()
                     || e.stderr()
                         .is_some_and(|s| s.contains("not running") || s.contains("process already finished"));
                 return Err(if gone { finished() } else { e.into() });
@@ -521,7 +596,8 @@ impl Shim {
             Err(e) if !e.is_missing() => return Err(e.into()),
             _ => {}
         }
-        if force {
+        let never_ran = c.restore.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if force && !never_ran {
             p.wait_timeout(CREATED_DELETE_WAIT).await;
         }
         if c.rootfs_mounted {
@@ -689,6 +765,91 @@ fn publish_exit(publisher: &Publisher, p: &Process, exit: Exit) {
         exited_at: MessageField::some(timestamp(exit.at)),
         ..Default::default()
     });
+}
+
+/// The CRIU images a `Create` asks to restore (`checkpoint`), checked; None for a plain create.
+fn checkpoint_to_restore(req: &api::CreateTaskRequest) -> Result<Option<PathBuf>> {
+    if !req.parent_checkpoint.is_empty() {
+        return Err(Error::InvalidArgument(
+            "restoring from a parent checkpoint (incremental checkpoints) is not supported".into(),
+        ));
+    }
+    if req.checkpoint.is_empty() {
+        return Ok(None);
+    }
+    let images = PathBuf::from(&req.checkpoint);
+    if !images.is_absolute() || !images.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "checkpoint {:?} must be an absolute path to a directory of CRIU images",
+            req.checkpoint
+        )));
+    }
+    if req.terminal {
+        return Err(Error::InvalidArgument(
+            "a container with a terminal cannot be restored from a checkpoint".into(),
+        ));
+    }
+    Ok(Some(images))
+}
+
+/// What a `Checkpoint` request asks of `runc checkpoint` (`containerd.runc.v1.CheckpointOptions`,
+/// if any): the image path defaults to the request's path, the work path to one in the bundle.
+fn checkpoint_options(req: &api::CheckpointTaskRequest, bundle: &Path) -> Result<crate::runc::Checkpoint> {
+    const TYPE: &str = "containerd.runc.v1.CheckpointOptions";
+    let opts = match req
+        .options
+        .as_ref()
+        .filter(|a| !a.type_url.is_empty() || !a.value.is_empty())
+    {
+        None => CheckpointOptions::default(),
+        Some(any) if any.type_url.rsplit('/').next() == Some(TYPE) => {
+            CheckpointOptions::parse_from_bytes(&any.value)
+                .map_err(|e| Error::InvalidArgument(format!("decoding {TYPE}: {e}")))?
+        }
+        Some(any) => {
+            return Err(Error::InvalidArgument(format!(
+                "unsupported checkpoint options type {:?} (expected {TYPE})",
+                any.type_url
+            )));
+        }
+    };
+    let image_path = PathBuf::from(if opts.image_path.is_empty() {
+        &req.path
+    } else {
+        &opts.image_path
+    });
+    if !image_path.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "checkpoint path {:?} must be absolute",
+            image_path
+        )));
+    }
+    let work_path = match opts.work_path.as_str() {
+        "" => bundle.join("criu-dump"),
+        w => PathBuf::from(w),
+    };
+    Ok(crate::runc::Checkpoint {
+        image_path,
+        work_path,
+        leave_running: !opts.exit,
+        tcp_established: opts.open_tcp,
+        external_unix_sockets: opts.external_unix_sockets,
+        shell_job: opts.terminal,
+        file_locks: opts.file_locks,
+        cgroups_mode: opts.cgroups_mode,
+        empty_namespaces: opts.empty_namespaces,
+    })
+}
+
+/// A failed `runc checkpoint`/`restore`, with the errors CRIU wrote to its log (runc only names it).
+fn criu_failure(e: crate::runc::Error, log: &Path) -> Error {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error (")).collect();
+    let tail = errors[errors.len().saturating_sub(4)..].join("; ");
+    if tail.is_empty() {
+        return e.into();
+    }
+    Error::FailedPrecondition(format!("{e}; CRIU: {}", tail.trim()))
 }
 
 /// Runs `run` (a `runc create` or `exec`) with the process's stdio; for a terminal process, with
