@@ -103,6 +103,7 @@ impl Images {
         let repo = Repository::new(self.transport.clone(), &r.domain, &r.path, endpoints, creds);
 
         let (top, manifest_digest, manifest, mut blobs) = self.resolve_manifest(&repo, &r).await?;
+        crate::crash::point("pull.manifest_stored");
         let (config, config_bytes) = self.fetch_config(&repo, &manifest).await?;
         blobs.push(manifest.config.digest.clone());
         let layers = layers_of(&manifest, &config)?;
@@ -143,6 +144,7 @@ impl Images {
         drop(config_bytes);
         let tag = if r.digest.is_none() { r.tagged() } else { None };
         let image = self.store().add(image, tag, r.with_digest(&top.digest))?;
+        crate::crash::point("pull.image_recorded");
         info!(image = %r, id = %image.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
         Ok(image)
     }
@@ -207,6 +209,7 @@ impl Images {
                 self.content
                     .write_response(&desc.digest, Some(desc.size), &url, resp)
                     .await?;
+                crate::crash::point("pull.blob_committed");
             }
         }
         let compression = manifest::layer_compression(&desc.media_type)
@@ -223,6 +226,7 @@ impl Images {
         })
         .await
         .map_err(|e| Error::bad("layer unpack", e))??;
+        crate::crash::point("pull.layer_unpacked");
         debug!(%diff_id, blob = %desc.digest, elapsed_ms = started.elapsed().as_millis() as u64, "layer unpacked");
         Ok(())
     }
@@ -253,6 +257,7 @@ impl Images {
             };
             store.remove(&img.id)?
         };
+        crate::crash::point("remove_image.record_removed");
         if let Some(img) = &removed {
             info!(id = %img.id, tags = ?img.repo_tags, "removed image");
         }

@@ -2,6 +2,7 @@
 //! snapshots and image metadata. Knows nothing of CRI.
 
 pub mod content;
+pub mod crash;
 pub mod diff;
 pub mod digest;
 pub mod error;

@@ -22,8 +22,18 @@ struct Berthd {
 
 impl Berthd {
     async fn start(dir: &Path) -> Berthd {
+        Berthd::start_armed(dir, None).await
+    }
+
+    /// berthd under `dir`, with the crash point `armed` (`BERTH_CRASH_AT`) if one is given.
+    async fn start_armed(dir: &Path, armed: Option<&str>) -> Berthd {
         let socket = dir.join("state/berth.sock");
-        let child = Command::new(berthd_bin())
+        let mut cmd = Command::new(berthd_bin());
+        cmd.env_remove(berth_image::crash::ENV);
+        if let Some(point) = armed {
+            cmd.env(berth_image::crash::ENV, point);
+        }
+        let child = cmd
             .arg("--config")
             .arg(berth_test::write_test_config(dir))
             .arg("--root")
@@ -362,4 +372,270 @@ impl Drop for Cleanup {
         berth_test::cleanup_network_of(&self.0);
         berth_test::cleanup_dir(&self.0);
     }
+}
+
+// ---- crash points -----------------------------------------------------------------------------
+
+const POINTS_PARENT: &str = "/berth-test-crash-points";
+
+/// A whole pod life through the CRI as kubelet drives it — pull, run the pod, create, start, stop
+/// and remove a container, remove the pod, remove the image — stopping at the first call that
+/// fails (berthd killed under it): which call that was, and why.
+async fn whole_life(socket: &Path, logs: &Path) -> Result<(), String> {
+    use berth_proto::cri::{RemoveContainerRequest, RemoveImageRequest, StopContainerRequest};
+    let ch = connect(socket).await.map_err(|e| format!("connect: {e}"))?;
+    let (mut im, mut rt) = (ImageServiceClient::new(ch.clone()), RuntimeServiceClient::new(ch));
+    let at = |call: &'static str| move |s: berth_proto::tonic::Status| format!("{call}: {s}");
+    let image = registry::image("busybox:latest");
+    let spec = Some(ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    });
+    im.pull_image(PullImageRequest {
+        image: spec.clone(),
+        ..Default::default()
+    })
+    .await
+    .map_err(at("PullImage"))?;
+    let pod_cfg = points_pod(logs);
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map_err(at("RunPodSandbox"))?
+        .into_inner()
+        .pod_sandbox_id;
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "sleeper".into(),
+            attempt: 0,
+        }),
+        image: spec.clone(),
+        command: vec!["sleep".into(), "1000".into()],
+        log_path: "sleeper.log".into(),
+        linux: pid_ns_container(),
+        ..Default::default()
+    };
+    let id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod_cfg),
+        })
+        .await
+        .map_err(at("CreateContainer"))?
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .map_err(at("StartContainer"))?;
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .map_err(at("StopContainer"))?;
+    rt.remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .map_err(at("RemoveContainer"))?;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+        .await
+        .map_err(at("RemovePodSandbox"))?;
+    im.remove_image(RemoveImageRequest { image: spec })
+        .await
+        .map_err(at("RemoveImage"))?;
+    Ok(())
+}
+
+fn points_pod(logs: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "crash-point".into(),
+            uid: "uid-crash-point".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "crash-point".into(),
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: POINTS_PARENT.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// After a restart: every pod answers its status, every container berthd calls running runs (an
+/// exec in it succeeds), and everything can be removed — pods, then images.
+async fn check_and_clear(socket: &Path, point: &str) {
+    use berth_proto::cri::{ExecSyncRequest, PodSandboxStatusRequest, RemoveImageRequest};
+    let ch = connect(socket).await.unwrap();
+    let (mut im, mut rt) = (ImageServiceClient::new(ch.clone()), RuntimeServiceClient::new(ch));
+    let cs = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    for c in cs.iter().filter(|c| c.state == ContainerState::ContainerRunning as i32) {
+        let out = rt
+            .exec_sync(ExecSyncRequest {
+                container_id: c.id.clone(),
+                cmd: vec!["echo".into(), "alive".into()],
+                timeout: 10,
+            })
+            .await;
+        assert!(
+            out.as_ref().is_ok_and(|o| o.get_ref().stdout == b"alive\n"),
+            "{point}: container {} is reported running but does not answer: {out:?}",
+            c.id
+        );
+    }
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    for p in pods {
+        rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: p.id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{point}: pod {} listed but its status fails: {e}", p.id));
+        rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p.id })
+            .await
+            .unwrap_or_else(|e| panic!("{point}: removing the pod after the restart: {e}"));
+    }
+    let images = im
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    for i in images {
+        im.remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: i.id,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{point}: removing an image after the restart: {e}"));
+    }
+}
+
+/// What a node with nothing on it may still hold under `dir`: nothing, but empty directories.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = mounts_under(dir).into_iter().map(|m| format!("mount {m}")).collect();
+    for sub in [
+        "state/containers",
+        "state/pods",
+        "root/pods",
+        "root/containers",
+        "root/image/overlay/snapshots",
+        "root/image/overlay/layers",
+    ] {
+        for e in std::fs::read_dir(dir.join(sub)).into_iter().flatten().flatten() {
+            out.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    for range in std::fs::read_dir(dir.join("state/network/ipam"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for e in std::fs::read_dir(range.path()).into_iter().flatten().flatten() {
+            if e.file_name() != "last" {
+                out.push(format!("IP address {}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
+    if let Some(bridge) = config
+        .lines()
+        .find_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_string()))
+    {
+        for port in std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(format!("veth {} on {bridge}", port.file_name().to_string_lossy()));
+        }
+    }
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let parent = ctl.path().join(POINTS_PARENT.trim_start_matches('/'));
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                out.push(format!("cgroup {}", e.path().display()));
+            }
+        }
+    }
+    out
+}
+
+/// berthd killed (SIGKILL, from inside: `BERTH_CRASH_AT`) at every crash point of a pod's life in
+/// turn, each in a node of its own: it must die there; restarted, every pod and running container
+/// it reports must be real, and all of it removable; a whole pod life must then succeed again
+/// (every interrupted call retried), and leave no mount, snapshot, layer, bundle, record, IP
+/// address, veth, cgroup or process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crash_point_leaves_a_consistent_node() {
+    require_root!();
+    registry::require().await;
+    let mut tried = 0;
+    for &point in berth_image::crash::POINTS {
+        let dir = tempfile::Builder::new()
+            .prefix("crash-point-")
+            .tempdir_in(scratch_base())
+            .unwrap();
+        let _cleanup = Cleanup(dir.path().to_path_buf());
+        let socket = dir.path().join("state/berth.sock");
+        let logs = dir.path().join("logs");
+        let mut d = Berthd::start_armed(dir.path(), Some(point)).await;
+        let failed = whole_life(&socket, &logs).await;
+        assert!(
+            failed.is_err(),
+            "crash point {point} was never reached in a pod's whole life"
+        );
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = d.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{point}: berthd did not die ({failed:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{point}: berthd ended otherwise: {status:?} ({failed:?})"
+        );
+        drop(d);
+
+        let d = Berthd::start(dir.path()).await;
+        check_and_clear(&socket, point).await;
+        if let Err(e) = whole_life(&socket, &logs).await {
+            panic!("{point}: a whole pod life after the restart failed at {e}");
+        }
+        drop(d);
+        wait_no_processes(&dir.path().join("state")).await;
+        let left = leftovers(dir.path());
+        assert!(left.is_empty(), "{point}: left behind: {left:#?}");
+        tried += 1;
+    }
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctl.path().join(POINTS_PARENT.trim_start_matches('/')));
+    }
+    eprintln!("crash points: {tried} tried, each reached, restarted and checked");
 }

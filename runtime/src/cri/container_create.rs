@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use berth_image::Snapshotter as _;
+use berth_image::crash::point as crash_point;
 use berth_proto::cri::{CreateContainerRequest, CreateContainerResponse};
 
 use super::Cri;
@@ -80,6 +81,7 @@ impl Cri {
             self.containers().release_name(&id);
             return Err(e);
         }
+        crash_point("container.record_written");
         let restored_from = restore
             .as_ref()
             .map(|r| (r.archive.display().to_string(), r.dump.id.clone()));
@@ -202,6 +204,7 @@ impl Cri {
                 crate::mounts::keep_locked_flags(&mut spec);
             }
             write_json(&b.join("config.json"), &spec)?;
+            crash_point("container.bundle_made");
             let u = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
             let user = crate::store::container::User {
                 uid: u.uid(),

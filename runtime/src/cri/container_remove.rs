@@ -54,6 +54,7 @@ impl Cri {
             match self.shim(&c.shim_address, id).await {
                 Ok(shim) => {
                     self.delete_task(&shim, &c).await?;
+                    berth_image::crash::point("remove_container.task_deleted");
                     let others = self
                         .containers()
                         .all()
@@ -68,6 +69,7 @@ impl Cri {
         }
         self.logs.lock().await.remove(id);
         self.cleanup_bundle(&c.bundle, &c.snapshot).await;
+        berth_image::crash::point("remove_container.bundle_removed");
         self.delete_container(&self.container_turn(), id)?;
         tracing::info!(id, "container removed");
         self.emit(

@@ -75,6 +75,7 @@ impl Cri {
 
         let create = self.create_request(c, &handler, stdout, stderr)?;
         shim.create(&create).await?;
+        berth_image::crash::point("start.task_created");
         // runc has bound the host mounts berthd staged into the container's own mount namespace:
         // the host's copies can go (a staged clone would keep its source's submounts busy).
         if let Err(e) = crate::mounts::unmount_staged(&c.bundle) {
@@ -83,6 +84,7 @@ impl Cri {
         let created = t0.elapsed();
         let start_time = now_ns();
         let started = shim.start(&c.id, "").await?;
+        berth_image::crash::point("start.task_started");
         let task_started = t0.elapsed();
 
         let rec = self.record_started(c, started.pid, start_time)?;

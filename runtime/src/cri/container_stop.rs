@@ -42,6 +42,7 @@ impl Cri {
             Ok(()) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
+        berth_image::crash::point("stop.signalled");
         if !self.wait_exited(id, Duration::from_secs(30)).await {
             return Err(Error::Internal(format!("container {id} did not exit after SIGKILL")));
         }

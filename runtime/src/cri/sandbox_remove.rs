@@ -18,6 +18,7 @@ impl Cri {
             self.stop_container_id(&cid, 0).await?;
             self.remove_container_id(&cid).await?;
         }
+        berth_image::crash::point("remove_pod.containers_removed");
         let mut last = super::sandbox_status::status(&sb);
         last.state = berth_proto::cri::PodSandboxState::SandboxNotready as i32;
         self.shutdown_idle_pod_shim(&id).await;
@@ -26,6 +27,7 @@ impl Cri {
         tokio::task::spawn_blocking(move || sandbox_setup::release_sandbox(&sb, &net))
             .await
             .map_err(|e| Error::Internal(format!("sandbox remove task: {e}")))??;
+        berth_image::crash::point("remove_pod.network_detached");
         self.delete_sandbox(&id)?;
         tracing::info!(%id, "pod sandbox removed");
         self.emit(

@@ -54,6 +54,7 @@ impl Cri {
             self.sandboxes().release(&key, &id);
             return Err(e);
         }
+        berth_image::crash::point("sandbox.record_written");
         self.prelaunch_pod_shim(&sb.runtime_handler, &sb.dir, &id);
         let ips = sb.network.as_ref().map(|n| n.ips()).unwrap_or_default();
         tracing::info!(pod = %key, %id, ?ips, "pod sandbox ready");

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use berth_cni::{Attachment, Network, PodRequest, ns};
+use berth_image::crash::point as crash_point;
 use berth_proto::cri::{DnsConfig, NamespaceMode, PodSandboxConfig};
 use nix::mount::{MntFlags, MsFlags};
 
@@ -40,7 +41,13 @@ pub fn create(
 ) -> Result<Resources> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let mut res = Resources::default();
-    match fill(dir, cfg, shm_size, pod_init, &mut res).and_then(|()| connect(dir, net, pod, &mut res)) {
+    let made = fill(dir, cfg, shm_size, pod_init, &mut res).and_then(|()| {
+        crash_point("sandbox.namespaces_made");
+        connect(dir, net, pod, &mut res)?;
+        crash_point("sandbox.network_attached");
+        Ok(())
+    });
+    match made {
         Ok(()) => Ok(res),
         Err(e) => {
             // A half-made network may not tear down cleanly (the plugin that failed ADD often fails
