@@ -258,6 +258,11 @@ fn unpack_entry<R: Read>(mut entry: tar::Entry<'_, R>, dest: &Path, layer: &str)
                 .into_owned();
             return hard_link(dest, &full, &link, layer, &raw);
         }
+        // The tar crate writes these as empty regular files: make them for real, as containerd does.
+        tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+            remove_existing(&full, false)?;
+            return special_file(&entry, &full, layer, &raw);
+        }
         tar::EntryType::Directory => remove_existing(&full, true)?,
         _ => remove_existing(&full, false)?,
     }
@@ -277,6 +282,32 @@ fn unpack_entry<R: Read>(mut entry: tar::Entry<'_, R>, dest: &Path, layer: &str)
         }
     }
     Ok(())
+}
+
+/// A character or block device or a FIFO, as the entry describes it.
+fn special_file<R: Read>(entry: &tar::Entry<'_, R>, full: &Path, layer: &str, raw: &Path) -> Result<()> {
+    let h = entry.header();
+    let bad = |what: &str| unsafe_entry(layer, raw, format!("unreadable {what}"));
+    let kind = match h.entry_type() {
+        tar::EntryType::Char => nix::sys::stat::SFlag::S_IFCHR,
+        tar::EntryType::Block => nix::sys::stat::SFlag::S_IFBLK,
+        _ => nix::sys::stat::SFlag::S_IFIFO,
+    };
+    let dev = if kind == nix::sys::stat::SFlag::S_IFIFO {
+        (0, 0)
+    } else {
+        (
+            h.device_major().map_err(|_| bad("device major"))?.unwrap_or(0),
+            h.device_minor().map_err(|_| bad("device minor"))?.unwrap_or(0),
+        )
+    };
+    let owner = (
+        u32::try_from(h.uid().map_err(|_| bad("uid"))?).map_err(|_| bad("uid"))?,
+        u32::try_from(h.gid().map_err(|_| bad("gid"))?).map_err(|_| bad("gid"))?,
+    );
+    let mode = h.mode().map_err(|_| bad("mode"))?;
+    let mtime = i64::try_from(h.mtime().map_err(|_| bad("mtime"))?).unwrap_or(0);
+    sys::make_node(full, kind, mode, dev, owner, mtime)
 }
 
 /// An overlayfs whiteout for a `.wh.` entry: `.wh..wh..opq` makes the directory opaque, `.wh.<name>`
