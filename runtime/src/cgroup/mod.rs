@@ -57,6 +57,11 @@ pub enum CgroupDriver {
 /// name; its last component is the slice (as containerd reads it). A parent that is not a slice is
 /// refused: runc would fail later, less clearly.
 pub fn container_path(driver: CgroupDriver, parent: &str, id: &str) -> Result<String> {
+    if parent.split('/').any(|c| c == ".." || c == ".") || parent.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "cgroup_parent {parent:?} has a '.' or '..' component: it would lead out of the cgroup hierarchy"
+        )));
+    }
     match driver {
         CgroupDriver::Cgroupfs => {
             let parent = if parent.is_empty() { DEFAULT_PARENT } else { parent };

@@ -18,12 +18,7 @@ impl Cri {
         let config = req
             .config
             .ok_or_else(|| Error::InvalidArgument("CreateContainer: config is required".into()))?;
-        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-        if name.is_empty() {
-            return Err(Error::InvalidArgument(
-                "CreateContainer: metadata.name is required".into(),
-            ));
-        }
+        let name = container_name(&config)?;
         let sandbox = self.ready_sandbox(&req.pod_sandbox_id)?;
         let (config, restore) = match self.restore_request(&config, &sandbox).await? {
             Some((restored, r)) => (restored, Some(r)),
@@ -39,10 +34,10 @@ impl Cri {
         let stop_signal = super::stop_signal::resolve(config.stop_signal, image_stop)?;
 
         let id = new_id()?;
+        let bundle = self.bundle_dir(&id);
+        let log_path = log_path(&sandbox, &config, &bundle)?;
         self.containers()
             .reserve(&name_key(&config, &sandbox.name_key()), &id)?;
-        let bundle = self.bundle_dir(&id);
-        let log_path = log_path(&sandbox, &config, &bundle);
         let archive = restore.as_ref().map(|r| r.archive.clone());
         let made = match self.image_volumes(&config).await {
             Ok(image_volumes) => {
@@ -266,16 +261,37 @@ impl Cri {
 /// Where a container's CRI log goes. One that names none (kubelet always names one; crictl and
 /// critest may not) logs into its bundle, removed with it: attach follows the log, and `crictl
 /// logs` works.
+/// The container's name: there, and a name.
+fn container_name(config: &berth_proto::cri::ContainerConfig) -> Result<String> {
+    let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(Error::InvalidArgument(
+            "CreateContainer: metadata.name is required".into(),
+        ));
+    }
+    super::check_name_field("CreateContainer", "name", &name)?;
+    Ok(name)
+}
+
+/// A log path with `..` in it (which could lead out of the pod's log directory) is refused.
 fn log_path(
     sandbox: &crate::store::sandbox::Sandbox,
     config: &berth_proto::cri::ContainerConfig,
     bundle: &std::path::Path,
-) -> PathBuf {
-    match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
-        (_, "") => bundle.join("container.log"),
-        ("", p) => PathBuf::from(p),
-        (d, p) => PathBuf::from(d).join(p),
+) -> Result<PathBuf> {
+    if config.log_path.split('/').any(|c| c == "..") {
+        return Err(Error::InvalidArgument(format!(
+            "CreateContainer: log_path {:?} must not have '..' in it",
+            config.log_path
+        )));
     }
+    Ok(
+        match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
+            (_, "") => bundle.join("container.log"),
+            ("", p) => PathBuf::from(p),
+            (d, p) => PathBuf::from(d).join(p),
+        },
+    )
 }
 
 /// What a container's filesystems come from: its image, the images mounted as volumes (by mount

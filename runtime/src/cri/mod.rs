@@ -62,6 +62,21 @@ pub(crate) fn image_ref(spec: Option<berth_proto::cri::ImageSpec>, rpc: &str) ->
     }
 }
 
+/// Longest metadata name, namespace or uid taken: Kubernetes' own limit for object names (a DNS
+/// subdomain); longer ones are no kubelet's.
+pub(crate) const MAX_NAME: usize = 253;
+
+/// A pod's or container's metadata field: at most [`MAX_NAME`] bytes, no control characters.
+pub(crate) fn check_name_field(rpc: &str, what: &str, v: &str) -> crate::error::Result<()> {
+    if v.len() > MAX_NAME || v.chars().any(char::is_control) {
+        return Err(crate::error::Error::InvalidArgument(format!(
+            "{rpc}: metadata.{what} must be at most {MAX_NAME} bytes without control characters (got {} bytes)",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Everything the CRI services need: configuration and the stores.
 #[derive(Debug)]
 pub struct Cri {

@@ -87,8 +87,18 @@ impl Cri {
                 "RunPodSandbox: metadata.name is required".into(),
             ));
         }
+        for (what, v) in [("name", &meta.name), ("namespace", &meta.namespace), ("uid", &meta.uid)] {
+            super::check_name_field("RunPodSandbox", what, v)?;
+        }
         self.handler(handler)?;
         let ns = crate::store::sandbox::namespace_options(cfg);
+        for (what, mode) in [("network", ns.network), ("pid", ns.pid), ("ipc", ns.ipc)] {
+            if berth_proto::cri::NamespaceMode::try_from(mode).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "RunPodSandbox: unknown {what} namespace mode {mode}"
+                )));
+            }
+        }
         if crate::userns::requested(&ns)?.is_some()
             && let Err(why) = &self.host.user_namespaces
         {

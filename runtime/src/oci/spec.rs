@@ -499,9 +499,12 @@ pub fn host_source(m: &berth_proto::cri::Mount) -> Result<PathBuf> {
 /// recursive read-only one also read-only and private (its propagation would undo it, as runc and
 /// containerd refuse too); an image volume with no host path.
 pub fn check_mount(m: &berth_proto::cri::Mount) -> Result<()> {
-    if m.container_path.is_empty() || !m.container_path.starts_with('/') {
+    if m.container_path.is_empty()
+        || !m.container_path.starts_with('/')
+        || m.container_path.split('/').any(|c| c == "..")
+    {
         return Err(Error::InvalidArgument(format!(
-            "mount container_path {:?} must be absolute",
+            "mount container_path {:?} must be absolute, without '..'",
             m.container_path
         )));
     }
@@ -721,6 +724,7 @@ fn annotations(sandbox: &Sandbox, config: &ContainerConfig, image: &berth_image:
 /// The OCI resources (cgroup limits) for CRI resources, as CreateContainer and
 /// UpdateContainerResources apply them. Zero or empty fields are left unset.
 pub fn resources_builder(r: &LinuxContainerResources, host: &super::Host) -> Result<LinuxResourcesBuilder> {
+    check_resources(r)?;
     let mut resources = LinuxResourcesBuilder::default();
     let mut cpu = LinuxCpuBuilder::default();
     if r.cpu_shares > 0 {
@@ -779,14 +783,43 @@ pub fn resources_builder(r: &LinuxContainerResources, host: &super::Host) -> Res
     Ok(resources)
 }
 
+/// Refuses values no kubelet sends and no kernel takes: negative limits, shares and periods (-1,
+/// "unlimited", is taken for the quota and swap), an oom_score_adj outside -1000..=1000.
+fn check_resources(r: &LinuxContainerResources) -> Result<()> {
+    let bad = [
+        ("memory_limit_in_bytes", r.memory_limit_in_bytes < 0),
+        ("memory_swap_limit_in_bytes", r.memory_swap_limit_in_bytes < -1),
+        ("cpu_shares", r.cpu_shares < 0),
+        ("cpu_period", r.cpu_period < 0),
+        ("cpu_quota", r.cpu_quota < -1),
+        ("oom_score_adj", !(-1000..=1000).contains(&r.oom_score_adj)),
+    ];
+    match bad.iter().find(|(_, b)| *b) {
+        Some((what, _)) => Err(Error::InvalidArgument(format!(
+            "resources: {what} is out of range ({r:?})",
+            r = (
+                r.memory_limit_in_bytes,
+                r.memory_swap_limit_in_bytes,
+                r.cpu_shares,
+                r.cpu_period,
+                r.cpu_quota,
+                r.oom_score_adj
+            )
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A CRI device: the host's device node, at `container_path`, with a cgroup rule allowing
 /// `permissions` (r, w, m) on it.
 fn device(
     d: &berth_proto::cri::Device,
 ) -> Result<(oci_spec::runtime::LinuxDevice, oci_spec::runtime::LinuxDeviceCgroup)> {
     use nix::sys::stat::{SFlag, major, minor};
-    let st = nix::sys::stat::stat(d.host_path.as_str())
-        .map_err(|e| Error::InvalidArgument(format!("device {:?}: {e}", d.host_path)))?;
+    let st = nix::sys::stat::stat(d.host_path.as_str()).map_err(|e| match e {
+        nix::errno::Errno::ENOENT => Error::NotFound(format!("device {:?} does not exist", d.host_path)),
+        e => Error::InvalidArgument(format!("device {:?}: {e}", d.host_path)),
+    })?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     let typ = if kind == SFlag::S_IFCHR {
         oci_spec::runtime::LinuxDeviceType::C
